@@ -1,0 +1,23 @@
+# Quickstart targets: `make demo` runs the main job, `make test` the checks. Both set up first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test lint format
+
+setup:
+	@./scripts/setup.sh
+
+demo: setup
+	$(BIN)/lorakit inspect all-MiniLM-L6-v2 --target-modules query,value --r 8 --lora-alpha 32
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: setup
+	$(BIN)/ruff check --fix src tests

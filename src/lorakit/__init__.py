@@ -1,0 +1,41 @@
+"""lorakit: LoRA fine-tuning of pretrained transformers, with adapters in the PEFT format."""
+
+from lorakit.errors import LorakitError
+from lorakit.lora import (
+    LoraConfig,
+    adapter_state_dict,
+    add_adapter,
+    delete_adapter,
+    disable_adapter,
+    format_trainable_parameters,
+    list_adapters,
+    load_adapter,
+    merge_adapter,
+    merge_and_unload,
+    save_adapter,
+    set_adapter,
+    trainable_parameters,
+    unload,
+    unmerge_adapter,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LoraConfig",
+    "LorakitError",
+    "adapter_state_dict",
+    "add_adapter",
+    "delete_adapter",
+    "disable_adapter",
+    "format_trainable_parameters",
+    "list_adapters",
+    "load_adapter",
+    "merge_adapter",
+    "merge_and_unload",
+    "save_adapter",
+    "set_adapter",
+    "trainable_parameters",
+    "unload",
+    "unmerge_adapter",
+]

