@@ -9,7 +9,7 @@ setup:
 	@./scripts/setup.sh
 
 demo: setup
-	$(BIN)/lorakit inspect all-MiniLM-L6-v2 --target-modules query,value --r 8 --lora-alpha 32
+	$(BIN)/lorakit train
 
 test: setup
 	$(BIN)/ruff check src tests

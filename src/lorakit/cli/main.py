@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lorakit.cli import inspect
+from lorakit.cli import evaluate, inspect, predict, train
 from lorakit.errors import LorakitError
 
-COMMANDS = {"inspect": inspect}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "inspect": inspect}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,7 +111,16 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         self.target_modules = _as_name_spec(self.target_modules, "target_modules")
+        # An empty exclude list / layer list means "no filter", as in PEFT.
+        if self.exclude_modules is not None and not isinstance(self.exclude_modules, str) and not self.exclude_modules:
+            self.exclude_modules = None
         self.exclude_modules = _as_name_spec(self.exclude_modules, "exclude_modules")
+        if isinstance(self.layers_to_transform, (list, tuple)) and not self.layers_to_transform:
+            self.layers_to_transform = None
+        self.rank_pattern = _as_pattern(self.rank_pattern, "rank_pattern")
+        self.alpha_pattern = _as_pattern(self.alpha_pattern, "alpha_pattern")
+        if self.base_model_name_or_path is not None:
+            self.base_model_name_or_path = str(self.base_model_name_or_path)
         if isinstance(self.modules_to_save, str):
             self.modules_to_save = [self.modules_to_save]
         if self.modules_to_save is not None:
@@ -211,7 +220,7 @@ class LoraConfig:
                 kwargs[key] = sorted(kwargs[key])
         try:
             return cls(**kwargs)
-        except TypeError as error:
+        except (TypeError, LorakitError) as error:
             raise LorakitError(f"{source}: {error}") from None
 
 
@@ -231,6 +240,14 @@ def _as_name_spec(value: Any, name: str) -> list[str] | str | None:
             raise LorakitError(f"{name} is empty; name at least one module, or use 'all-linear'")
         return sorted(value) if isinstance(value, set) else list(value)
     raise LorakitError(f"{name} must be a list of module names, a regex string or 'all-linear'; got {value!r}")
+
+
+def _as_pattern(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LorakitError(f"{name} must be a mapping of module-name regex to value, got {value!r}")
+    return dict(value)
 
 
 def _check_rank(value: Any, name: str) -> None:

@@ -55,12 +55,11 @@ def add_adapter(
     """
     if not isinstance(config, LoraConfig):
         raise LorakitError(f"add_adapter needs a lorakit LoraConfig, got {type(config).__name__}")
-    state = getattr(model, STATE_ATTRIBUTE, None) or AdapterState()
-    _check_new_name(state, adapter_name)
+    check_new_adapter_name(model, adapter_name)
     targets = find_targets(model, config, existing_lora_types=(LoraLinear,))
     heads = find_heads_to_save(model, config)
     inject_adapter(model, config, adapter_name, targets, heads)
-    if activate or state.active is None:
+    if activate or adapter_state(model).active is None:
         set_adapter(model, adapter_name)
     else:
         _update_trainable(model)
@@ -239,10 +238,11 @@ def _inside_wrapper(model: nn.Module, name: str) -> bool:
     return False
 
 
-def _check_new_name(state: AdapterState, adapter_name: str) -> None:
+def check_new_adapter_name(model: nn.Module, adapter_name: str) -> None:
+    """A usable name (it becomes part of parameter names) that the model does not use yet."""
     if not isinstance(adapter_name, str) or not _ADAPTER_NAME.match(adapter_name):
         raise LorakitError(f"adapter name {adapter_name!r} must be letters, digits, '_' or '-' (no dots or slashes)")
-    if adapter_name in state.configs:
+    if adapter_name in list_adapters(model):
         raise LorakitError(f"an adapter named {adapter_name!r} already exists; pick another name or delete_adapter it")
 
 

@@ -28,9 +28,9 @@ from lorakit.lora.config import LoraConfig
 from lorakit.lora.inject import (
     adapter_state,
     base_bias_parameters,
+    check_new_adapter_name,
     find_heads_to_save,
     inject_adapter,
-    list_adapters,
     set_adapter,
 )
 from lorakit.lora.layer import LoraLinear, ModulesToSave, linear_features
@@ -69,8 +69,8 @@ def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dic
 def save_adapter(model: nn.Module, path: str | os.PathLike, adapter_name: str | None = None) -> Path:
     """Write one adapter (default: the active one) to folder `path` in the PEFT layout.
 
-    Each file is written to a temporary name and renamed into place, so an interrupted save
-    never leaves a half-written adapter; the config goes last.
+    Both files are written under temporary names first and only then renamed into place, so a
+    failed save leaves the previous adapter in the folder as it was.
     """
     state = adapter_state(model)
     name = adapter_name or state.active
@@ -78,11 +78,22 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, adapter_name: str | 
     config = state.configs[name]
     base_name = config.base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None)
     config = dataclasses.replace(config, inference_mode=True, base_model_name_or_path=base_name or None)
+    text = json.dumps(config.to_peft_dict(), indent=2, sort_keys=True) + "\n"
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    text = json.dumps(config.to_peft_dict(), indent=2, sort_keys=True) + "\n"
-    _write_atomically(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    staged = {
+        folder / WEIGHTS_NAME: folder / f".{WEIGHTS_NAME}.tmp",
+        folder / CONFIG_NAME: folder / f".{CONFIG_NAME}.tmp",
+    }
+    try:
+        save_file(tensors, str(staged[folder / WEIGHTS_NAME]), metadata={"format": "pt"})
+        staged[folder / CONFIG_NAME].write_text(text)
+        # Both files are complete before either replaces the old adapter.
+        for target, tmp in staged.items():
+            os.replace(tmp, target)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
     return folder
 
 
@@ -128,7 +139,8 @@ def load_adapter(
     parameters.update(dict(model.named_buffers()))
     with torch.no_grad():
         for key, tensor in tensors.items():
-            parameters[plan.destination(key[len(PEFT_PREFIX) :])].copy_(tensor)
+            if key not in plan.ignored:
+                parameters[plan.destination(key[len(PEFT_PREFIX) :])].copy_(tensor)
     set_adapter(model, adapter_name)
     if not is_trainable:
         model.eval()
@@ -140,6 +152,7 @@ class _LoadPlan:
     targets: list[str]
     heads: list[str]
     adapter_name: str
+    ignored: set[str] = dataclasses.field(default_factory=set)
 
     def destination(self, key: str) -> str:
         """The model parameter a file key (without prefix) is copied into, after injection."""
@@ -161,8 +174,7 @@ def _plan_load(
 ) -> _LoadPlan:
     """Match every tensor of the file to the model; raise on anything that does not fit."""
     made_for = f" (adapter made for {config.base_model_name_or_path})" if config.base_model_name_or_path else ""
-    if adapter_name in list_adapters(model):
-        raise LorakitError(f"the model already has an adapter named {adapter_name!r}; load with another adapter_name")
+    check_new_adapter_name(model, adapter_name)
     keys = list(tensors)
     foreign = [k for k in keys if not k.startswith(PEFT_PREFIX)]
     if foreign:
@@ -176,43 +188,31 @@ def _plan_load(
     order = {name: i for i, name in enumerate(modules)}
     targets = sorted(
         {k[len(PEFT_PREFIX) :].rsplit(".", 2)[0] for k in keys if k.endswith(_LORA_SUFFIXES)},
-        key=lambda n: order.get(n, -1),
+        key=lambda n: (order.get(n, len(order)), n),
     )
     if not targets:
         raise LorakitError(f"{source} holds no LoRA weights (no '.lora_A.weight' tensors)")
     for path in targets:
-        module = modules.get(path)
-        if module is None:
-            raise LorakitError(
-                f"the adapter has LoRA weights for module {path!r}, which this base model does not have{made_for}"
-            )
-        if not isinstance(module, (*LINEAR_TYPES, LoraLinear)):
-            raise LorakitError(
-                f"the adapter targets {path!r}, which is a {type(module).__name__} in this model, "
-                f"not a Linear layer{made_for}"
-            )
-        base = module.base_layer if isinstance(module, LoraLinear) else module
-        in_features, out_features = linear_features(base)
-        r = config.rank_and_scaling(path)[0]
-        a, b = tensors[f"{PEFT_PREFIX}{path}.lora_A.weight"], tensors.get(f"{PEFT_PREFIX}{path}.lora_B.weight")
-        if b is None:
-            raise LorakitError(f"{source} has lora_A but no lora_B weights for module {path!r}")
-        if a.ndim != 2 or b.ndim != 2 or (a.shape[1], b.shape[0]) != (in_features, out_features):
-            raise LorakitError(
-                f"adapter does not fit module {path!r}: the base layer maps {in_features} → {out_features} "
-                f"(weight {tuple(base.weight.shape)}) but the adapter's B·A maps {a.shape[-1]} → {b.shape[0]} "
-                f"(lora_A {tuple(a.shape)}, lora_B {tuple(b.shape)}){made_for}"
-            )
-        if a.shape[0] != r or b.shape[1] != r:
-            raise LorakitError(
-                f"{source}: module {path!r} has rank {a.shape[0]} in the weights but r={r} in the config "
-                "(check r / rank_pattern in adapter_config.json)"
-            )
+        _check_lora_module(modules.get(path), path, config, tensors, source, made_for)
     heads = find_heads_to_save(model, config)
     plan = _LoadPlan(targets, heads, adapter_name)
     for head in heads:
         original = modules[head].original_module if isinstance(modules[head], ModulesToSave) else modules[head]
-        for key, value in original.state_dict().items():
+        expected = original.state_dict()
+        # PEFT with bias="all" also writes the wrapper's inner copies (`head.modules_to_save.bias`,
+        # `head.original_module.bias`); the plain `head.bias` key holds the trained value.
+        prefix = f"{PEFT_PREFIX}{head}."
+        inner_copies = {f"{prefix}{inner}.{k}" for inner in ("modules_to_save", "original_module") for k in expected}
+        plan.ignored |= inner_copies & set(keys)
+        extra = sorted(
+            k for k in keys if k.startswith(prefix) and k[len(prefix) :] not in expected and k not in inner_copies
+        )
+        if extra:
+            raise LorakitError(
+                f"{source} has tensor {extra[0][len(PEFT_PREFIX) :]!r}, which module {head!r} of this base model "
+                f"does not have{made_for}"
+            )
+        for key, value in expected.items():
             stored = tensors.get(f"{PEFT_PREFIX}{head}.{key}")
             if stored is None:
                 raise LorakitError(
@@ -245,6 +245,56 @@ def _plan_load(
     return plan
 
 
+def _check_lora_module(
+    module: nn.Module | None,
+    path: str,
+    config: LoraConfig,
+    tensors: dict[str, torch.Tensor],
+    source: str,
+    made_for: str,
+) -> None:
+    """One targeted module: it exists, is Linear, and A, B (and B's bias) fit its shape and r."""
+    if module is None:
+        raise LorakitError(
+            f"the adapter has LoRA weights for module {path!r}, which this base model does not have{made_for}"
+        )
+    if not isinstance(module, (*LINEAR_TYPES, LoraLinear)):
+        raise LorakitError(
+            f"the adapter targets {path!r}, which is a {type(module).__name__} in this model, "
+            f"not a Linear layer{made_for}"
+        )
+    base = module.base_layer if isinstance(module, LoraLinear) else module
+    in_features, out_features = linear_features(base)
+    r = config.rank_and_scaling(path)[0]
+    a = tensors.get(f"{PEFT_PREFIX}{path}.lora_A.weight")
+    b = tensors.get(f"{PEFT_PREFIX}{path}.lora_B.weight")
+    if a is None or b is None:
+        missing = "lora_A" if a is None else "lora_B"
+        raise LorakitError(f"{source} has no {missing} weight for module {path!r}: the adapter file is incomplete")
+    if a.ndim != 2 or b.ndim != 2 or (a.shape[1], b.shape[0]) != (in_features, out_features):
+        raise LorakitError(
+            f"adapter does not fit module {path!r}: the base layer maps {in_features} → {out_features} "
+            f"(weight {tuple(base.weight.shape)}) but the adapter's B·A maps {a.shape[-1]} → {b.shape[0]} "
+            f"(lora_A {tuple(a.shape)}, lora_B {tuple(b.shape)}){made_for}"
+        )
+    if a.shape[0] != r or b.shape[1] != r:
+        raise LorakitError(
+            f"{source}: module {path!r} has rank {a.shape[0]} in the weights but r={r} in the config "
+            "(check r / rank_pattern in adapter_config.json)"
+        )
+    bias = tensors.get(f"{PEFT_PREFIX}{path}.lora_B.bias")
+    if (bias is not None) != config.lora_bias:
+        raise LorakitError(
+            f"{source}: lora_bias is {str(config.lora_bias).lower()} in the config but module {path!r} "
+            f"{'has' if bias is not None else 'has no'} lora_B.bias weights"
+        )
+    if bias is not None and tuple(bias.shape) != (out_features,):
+        raise LorakitError(
+            f"adapter does not fit module {path!r}: lora_B.bias is {tuple(bias.shape)}, "
+            f"the layer needs ({out_features},)"
+        )
+
+
 def _split_base_key(key: str) -> tuple[str, str]:
     """`a.b.base_layer.bias` or `a.b.bias` → (`a.b`, `bias`): the base module and its tensor."""
     module_path, _, leaf = key.rpartition(".")
@@ -268,12 +318,3 @@ def _adapter_folder(path: str) -> Path:
         raise LorakitError(
             f"adapter {path!r} is not a local folder and could not be fetched from the Hub: {first_line}"
         ) from None
-
-
-def _write_atomically(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

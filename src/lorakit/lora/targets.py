@@ -115,7 +115,8 @@ def find_targets(model: nn.Module, config: LoraConfig, existing_lora_types: tupl
             continue
         if not matches_name(spec, name):
             continue
-        if not isinstance(spec, str) and config.layers_to_transform is not None:
+        # As in PEFT, the layer filter applies to suffix matches only, not to names given in full.
+        if not isinstance(spec, str) and name not in spec and config.layers_to_transform is not None:
             wanted = config.layers_to_transform
             index = layer_index(name, config.layers_pattern)
             if index is None or index not in ([wanted] if isinstance(wanted, int) else wanted):
@@ -126,9 +127,12 @@ def find_targets(model: nn.Module, config: LoraConfig, existing_lora_types: tupl
             matched_non_linear.append(f"{name} ({type(module).__name__})")
     if not targets:
         raise LorakitError(_no_match_message(model, spec, matched_non_linear))
-    if not isinstance(spec, str):
-        unused = [entry for entry in spec if not any(matches_name([entry], t) for t in targets)]
-        if unused and config.target_modules is not None and config.layers_to_transform is None:
+    # Every name the user listed must name some Linear layer (exclusions and layer filters may
+    # then drop it on purpose); presets and "all-linear" are not listed names.
+    if isinstance(config.target_modules, list):
+        linear = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES + existing_lora_types)]
+        unused = [entry for entry in spec if not any(matches_name([entry], n) for n in linear)]
+        if unused:
             raise LorakitError(_no_match_message(model, unused, matched_non_linear))
     return targets
 
@@ -139,11 +143,13 @@ def linear_module_names(model: nn.Module) -> list[str]:
 
 
 def _head_names(model: nn.Module, config: LoraConfig) -> list[str]:
-    """The output head that "all-linear" leaves alone: the LM head, or a classification head."""
+    """The output head that "all-linear" leaves alone: the LM head, or (SEQ_CLS) the classifier."""
     names = []
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
-    heads = [output] if output is not None else [getattr(model, h, None) for h in ("classifier", "score")]
+    heads = [output] if output is not None else []
+    if output is None and config.task_type == "SEQ_CLS":
+        heads = [getattr(model, h, None) for h in ("classifier", "score")]
     for head in heads:
         if head is None:
             continue

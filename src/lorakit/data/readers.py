@@ -1,0 +1,133 @@
+"""Read one data file into a DataFrame, by extension, refusing files that are not what they say.
+
+CSV/TSV cells are read as strings (so "007" stays a text and labels are typed later, the same way
+for every format); JSON lines are parsed line by line so a broken line is named; Parquet files are
+checked for their magic bytes first, so a renamed CSV gets a clear message rather than an Arrow
+traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from lorakit.errors import LorakitError
+
+SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+_PARQUET_MAGIC = b"PAR1"
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """The rows of a .csv, .tsv, .jsonl, .json (JSON lines or one array of objects) or .parquet file.
+
+    Raises:
+        LorakitError: an unsupported extension (the supported ones are listed), a missing or
+            empty file, or content that does not parse as its extension says (where it fails).
+    """
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        raise LorakitError(
+            f"{path.name}: unsupported file type {suffix or '(no extension)'!r}; "
+            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    if not path.is_file():
+        raise LorakitError(f"no such file: {path}")
+    head = _head(path)
+    if not head.strip():
+        raise LorakitError(f"{path.name} is empty; it needs a header and at least one row")
+    if suffix == ".parquet":
+        frame = _read_parquet(path, head)
+    elif head.startswith(_PARQUET_MAGIC):
+        raise LorakitError(f"{path.name} is a Parquet file, not {suffix[1:].upper()} text; rename it to .parquet")
+    elif suffix in (".csv", ".tsv"):
+        frame = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+    else:
+        frame = _read_json(path, head)
+    if frame.empty:
+        raise LorakitError(f"{path.name} has no rows; it needs at least one row of data")
+    return frame
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(64)
+
+
+def _read_parquet(path: Path, head: bytes) -> pd.DataFrame:
+    if not head.startswith(_PARQUET_MAGIC):
+        start = head.decode("utf-8", errors="replace").splitlines()[0][:40]
+        raise LorakitError(
+            f"{path.name} is not a Parquet file (it starts with {start!r}); "
+            "rename it to the extension of its real format (.csv, .tsv, .jsonl) or re-save it as Parquet"
+        )
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise LorakitError(f"{path.name} is not a readable Parquet file ({_first_line(error)}); re-save it") from None
+
+
+def _read_delimited(path: Path, separator: str) -> pd.DataFrame:
+    kind = "TSV" if separator == "\t" else "CSV"
+    try:
+        # keep_default_na=False: a text "NA" or "null" is a text; truly empty cells read as "".
+        return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LorakitError(
+            f"{path.name} is not UTF-8 {kind} text (undecodable byte at position {error.start}); re-save it as UTF-8"
+        ) from None
+    except (pd.errors.ParserError, csv.Error) as error:
+        raise LorakitError(
+            f"{path.name} is not valid {kind}: {_first_line(error)}; check quoting and separators"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise LorakitError(f"{path.name} is empty; it needs a header and at least one row") from None
+
+
+def _read_json(path: Path, head: bytes) -> pd.DataFrame:
+    """JSON lines (one object per line), or for .json also a single array of objects."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise LorakitError(
+            f"{path.name} is not UTF-8 JSON text (undecodable byte at position {error.start}); re-save it as UTF-8"
+        ) from None
+    hint = "each line must be one JSON object"
+    if path.suffix.lower() == ".json":
+        if head.lstrip().startswith(b"["):
+            return _read_json_array(path, text)
+        hint += " (a .json file may also be one array of objects)"
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LorakitError(
+                f"{path.name} line {number} is not valid JSON ({error.msg} at column {error.colno}); {hint}"
+            ) from None
+        if not isinstance(record, dict):
+            raise LorakitError(f"{path.name} line {number} is a JSON {type(record).__name__}, not an object; {hint}")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _read_json_array(path: Path, text: str) -> pd.DataFrame:
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise LorakitError(
+            f"{path.name} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
+            "it must be JSON lines or one array of objects"
+        ) from None
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise LorakitError(f"{path.name} must hold an array of JSON objects, one per row")
+    return pd.DataFrame.from_records(records)
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -1,0 +1,1 @@
+"""Per-task pieces: the model head, the loss, metrics and prediction."""

@@ -1,0 +1,1 @@
+"""Training: config, loop (on accelerate), checkpoints, optimiser, run outputs."""

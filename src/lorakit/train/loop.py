@@ -1,0 +1,301 @@
+"""The training loop, readable top to bottom: data → model → optimise → evaluate → write the run.
+
+Runs on one CPU/GPU or under `accelerate launch` (DDP): every rank takes every world-size-th
+length-grouped batch, gradients are averaged by DDP, evaluation is sharded and gathered, and
+only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from transformers import AutoTokenizer
+
+from lorakit.data import load_classification_data
+from lorakit.data.batching import LengthGroupedSampler, pad_collate, tokenize_split
+from lorakit.errors import LorakitError
+from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
+from lorakit.models import resolve_model
+from lorakit.tasks.classification import classification_metrics, load_classifier, predict_batches
+from lorakit.train import outputs
+from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lorakit.train.config import TrainConfig
+from lorakit.train.optim import build_optimizer, build_scheduler
+from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision
+from lorakit.train.progress import Progress, peak_memory_bytes
+from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    main_process: bool = True  # under DDP only the main process reports
+
+
+def train(config: TrainConfig, resume: bool = False) -> RunResult:
+    """Train, evaluate and write one run; with `resume`, continue `config.output_dir` from its
+    latest checkpoint and end exactly where an uninterrupted run would."""
+    # cpu=True on a machine without CUDA lets accelerate set up gloo DDP under torchrun.
+    accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
+    set_seed(config.seed)
+    run_dir = _run_dir(accelerator, config, resume)
+    precision = resolve_precision(config.precision, accelerator.device)
+
+    data = load_classification_data(
+        config.data,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        text_pair_column=config.text_pair_column,
+        on_empty=config.on_empty,
+        seed=config.seed,
+        max_train_examples=config.max_train_examples,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
+    splits = {
+        name: tokenize_split(tokenizer, getattr(data, name), config.max_length)
+        for name in ("train", "validation", "test")
+    }
+    collate = pad_collate(tokenizer)
+
+    model = _build_model(config, data.label_names)
+    cast_frozen_parameters(model, precision)
+    trainable, total = trainable_parameters(model)
+    optimizer = build_optimizer(model, config.lr, config.weight_decay)
+    batches_per_epoch = len(_epoch_batches(splits["train"], config, 0, accelerator))
+    if batches_per_epoch == 0:
+        raise LorakitError(f"the training split has {len(data.train)} examples, fewer than one batch per process")
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch": 0,
+        "history": {"train": [], "eval": []},
+        "best": None,
+        "bad_evals": 0,
+        "train_seconds": 0.0,
+        "tokens": 0,
+    }
+    checkpoint_dir = run_dir / "checkpoints"
+    if resume and (checkpoint := latest_checkpoint(checkpoint_dir)) is not None:
+        state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+
+    def evaluate(split: str) -> dict[str, Any]:
+        return _evaluate(accelerator, model, splits[split], collate, config, precision, data.label_names)
+
+    def save_best() -> None:
+        if accelerator.is_main_process:
+            outputs.save_model(accelerator.unwrap_model(model), run_dir, config, data.label_names, tokenizer)
+        accelerator.wait_for_everyone()
+
+    progress = Progress(total_steps, state["step"], quiet=config.quiet, silent=not accelerator.is_main_process)
+    model.train()
+    stop = state["step"] >= total_steps
+    while not stop:
+        epoch = state["epoch"]
+        batches = _epoch_batches(splits["train"], config, epoch, accelerator)
+        started = time.perf_counter()
+        for index in range(state["batch"], len(batches)):
+            batch = {
+                k: v.to(accelerator.device) for k, v in collate([splits["train"][i] for i in batches[index]]).items()
+            }
+            with autocast(precision, accelerator.device):
+                loss = model(**batch).loss / config.gradient_accumulation_steps
+            accelerator.backward(loss)
+            state["tokens"] += int(batch["attention_mask"].sum())
+            last_in_epoch = index == len(batches) - 1
+            if (index + 1) % config.gradient_accumulation_steps and not last_in_epoch:
+                continue
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["batch"] = index + 1
+            step_loss = accelerator.reduce(loss.detach() * config.gradient_accumulation_steps, "mean").item()
+            now = time.perf_counter()
+            state["train_seconds"] += now - started
+            started = now
+            progress.update(step_loss, state["tokens"] * accelerator.num_processes, state["train_seconds"])
+            epoch_position = epoch + (index + 1) / len(batches)
+            if state["step"] % config.log_steps == 0 or state["step"] == 1:
+                state["history"]["train"].append(
+                    {
+                        "step": state["step"],
+                        "epoch": round(epoch_position, 4),
+                        "loss": step_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                    }
+                )
+            epoch_done = last_in_epoch
+            if epoch_done:
+                state["epoch"], state["batch"] = epoch + 1, 0
+            due_eval = (
+                (config.eval_steps and state["step"] % config.eval_steps == 0)
+                or (not config.eval_steps and epoch_done)
+                or state["step"] >= total_steps
+            )
+            if due_eval:
+                stop = _record_eval(evaluate("validation"), state, config, epoch_position, progress, save_best)
+            stop = stop or state["step"] >= total_steps
+            if state["step"] % config.checkpoint_steps == 0 or stop:
+                if accelerator.is_main_process:
+                    save_checkpoint(
+                        checkpoint_dir, state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state
+                    )
+                accelerator.wait_for_everyone()
+            started = time.perf_counter()
+            if stop or epoch_done:
+                break
+    progress.close()
+
+    # Test with the best weights (validation runs at least once: at the last step).
+    outputs.restore_best(accelerator.unwrap_model(model), run_dir)
+    test = evaluate("test")
+    tokens = accelerator.reduce(torch.tensor(state["tokens"], device=accelerator.device), "sum").item()
+    metrics = {
+        "task": "classification",
+        "model": config.model,
+        "dataset": data.source,
+        "method": config.method,
+        **{k: test[k] for k in ("accuracy", "macro_f1", "loss", "per_class", "confusion_matrix", "label_names")},
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 4),
+        "train_seconds": round(state["train_seconds"], 2),
+        "tokens_per_second": round(tokens / max(state["train_seconds"], 1e-9), 1),
+        "peak_memory_bytes": peak_memory_bytes(accelerator.device),
+        "steps": state["step"],
+        "epochs": config.epochs,
+        "best_epoch": (state["best"] or {}).get("epoch"),
+        "device": accelerator.device.type,
+        "precision": precision,
+        "processes": accelerator.num_processes,
+        "train_examples": len(data.train),
+        "validation_examples": len(data.validation),
+        "test_examples": len(data.test),
+        "data_notes": data.notes,
+    }
+    if accelerator.is_main_process:
+        metrics["adapter_bytes"] = outputs.artifact_bytes(run_dir, config)
+        outputs.write_run(run_dir, config, metrics, state["history"], data.test, test["probabilities"])
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir, metrics, accelerator.is_main_process)
+
+
+def _run_dir(accelerator: Accelerator, config: TrainConfig, resume: bool) -> Path:
+    """Decided on the main process and shared, so all ranks write to the same folder."""
+    chosen = [None]
+    if accelerator.is_main_process:
+        folder = Path(config.output_dir) if resume else new_run_dir(config)
+        folder.mkdir(parents=True, exist_ok=True)
+        config.output_dir = str(folder)
+        if not resume:
+            config.save(folder / CONFIG_FILE)
+        chosen = [str(folder)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(chosen)
+    config.output_dir = chosen[0]
+    return Path(chosen[0])
+
+
+def _build_model(config: TrainConfig, label_names: list[str]) -> torch.nn.Module:
+    model = load_classifier(config.model, label_names)
+    if config.method == "lora":
+        lora = LoraConfig(
+            task_type="SEQ_CLS",
+            base_model_name_or_path=outputs.portable_model_name(config.model),
+            **config.lora_config_kwargs(),
+        )
+        add_adapter(model, lora)
+    return model
+
+
+def _epoch_batches(split: list[dict], config: TrainConfig, epoch: int, accelerator: Accelerator) -> list[list[int]]:
+    """This rank's batches for `epoch`: a pure function of (seed, epoch), so resuming can jump
+    straight to any batch. Ranks take every world-size-th batch; leftovers are dropped so all
+    ranks run the same number of steps."""
+    lengths = [len(example["input_ids"]) for example in split]
+    if config.group_by_length:
+        sampler = LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+    else:
+        generator = torch.Generator().manual_seed(config.seed + epoch)
+        order = torch.randperm(len(split), generator=generator).tolist()
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    usable = len(batches) // world * world
+    return batches[rank:usable:world]
+
+
+def _evaluate(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    split: list[dict],
+    collate,
+    config: TrainConfig,
+    precision: str,
+    label_names: list[str],
+) -> dict[str, Any]:
+    """Loss and metrics over a whole split, sharded over ranks and gathered back in order."""
+    order = sorted(range(len(split)), key=lambda i: len(split[i]["input_ids"]))
+    mine = order[accelerator.process_index :: accelerator.num_processes]
+    batch_size = config.batch_size * 2
+    batches = (collate([split[i] for i in mine[j : j + batch_size]]) for j in range(0, len(mine), batch_size))
+    loss_sum, _, probabilities = predict_batches(
+        accelerator.unwrap_model(model), batches, autocast(precision, accelerator.device)
+    )
+    parts = (
+        gather_object([(mine, probabilities, loss_sum)])
+        if accelerator.num_processes > 1
+        else [(mine, probabilities, loss_sum)]
+    )
+    every = np.zeros((len(split), len(label_names)), dtype=np.float32)
+    total_loss = 0.0
+    for indices, probs, loss in parts:
+        if len(indices):
+            every[indices] = probs
+        total_loss += loss
+    labels = [example["labels"] for example in split]
+    metrics = classification_metrics(labels, every.argmax(axis=1), label_names)
+    return {**metrics, "loss": total_loss / max(len(split), 1), "probabilities": every}
+
+
+def _record_eval(
+    result: dict[str, Any], state: dict[str, Any], config: TrainConfig, epoch: float, progress: Progress, save_best
+) -> bool:
+    """Log a validation result and keep the weights if they are the best so far; True = stop early."""
+    entry = {
+        "step": state["step"],
+        "epoch": round(epoch, 4),
+        "loss": result["loss"],
+        "accuracy": result["accuracy"],
+        "macro_f1": result["macro_f1"],
+    }
+    state["history"]["eval"].append(entry)
+    progress.note(f"step {state['step']}: validation loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}")
+    best = state["best"]
+    if best is None or (result["accuracy"], -result["loss"]) > (best["accuracy"], -best["loss"]):
+        state["best"], state["bad_evals"] = entry, 0
+        save_best()
+        return False
+    state["bad_evals"] += 1
+    patience = config.early_stopping_patience
+    if patience and state["bad_evals"] >= patience:
+        progress.note(f"early stopping: validation accuracy has not improved in {patience} evaluations")
+        return True
+    return False

@@ -1,0 +1,54 @@
+"""What a person watching a run sees: a progress bar with loss, tokens/s, ETA and memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from lorakit.report.humanize import format_bytes
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated on CUDA; on CPU the process's peak resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+class Progress:
+    """A tqdm bar over optimizer steps (ETA from tqdm); `quiet` prints only notes, as log lines;
+    `silent` (the other ranks of a DDP run) prints nothing."""
+
+    def __init__(self, total_steps: int, done_steps: int, quiet: bool, silent: bool = False) -> None:
+        self.silent = silent
+        self.bar = (
+            None
+            if quiet or silent
+            else tqdm(
+                total=total_steps, initial=done_steps, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
+            )
+        )
+
+    def update(self, loss: float, tokens: int, seconds: float) -> None:
+        if self.bar is None:
+            return
+        memory = peak_memory_bytes(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        self.bar.set_postfix_str(
+            f"loss {loss:.4f}, {tokens / max(seconds, 1e-9):,.0f} tok/s, mem {format_bytes(memory)}", refresh=False
+        )
+        self.bar.update(1)
+
+    def note(self, message: str) -> None:
+        if self.silent:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

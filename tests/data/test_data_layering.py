@@ -1,0 +1,24 @@
+"""The data layer sits low: it never imports the layers above it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import lorakit.data
+
+HIGHER_LAYERS = ("lorakit.train", "lorakit.cli", "lorakit.report", "lorakit.tasks", "lorakit.serve")
+
+
+def test_data_modules_import_no_higher_layer():
+    folder = Path(lorakit.data.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(HIGHER_LAYERS), f"{path.name} imports {name}"

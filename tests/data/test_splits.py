@@ -1,0 +1,61 @@
+"""The seeded stratified split behind every carved validation/test split and train cap."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from lorakit.data.splits import holdout_size, stratified_split
+
+
+def imbalanced_labels() -> list[int]:
+    # 600 / 300 / 90 / 9 / 1 rows: a dominant class down to a singleton.
+    return [0] * 600 + [1] * 300 + [2] * 90 + [3] * 9 + [4]
+
+
+def test_parts_cover_every_row_once_with_exact_sizes():
+    labels = imbalanced_labels()
+    rest, parts = stratified_split(labels, [100, 150], seed=0)
+    assert [len(part) for part in parts] == [100, 150]
+    everything = np.concatenate([rest, *parts])
+    assert sorted(everything.tolist()) == list(range(len(labels)))
+    for part in (rest, *parts):
+        assert np.all(np.diff(part) > 0), "indices come in ascending row order"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 1234])
+def test_every_part_holds_each_class_in_proportion(seed):
+    labels = np.array(imbalanced_labels())
+    rest, parts = stratified_split(labels, [100, 100], seed=seed)
+    totals = Counter(labels.tolist())
+    for part in parts:
+        counts = Counter(labels[part].tolist())
+        for label, total in totals.items():
+            expected = total * len(part) / len(labels)
+            assert abs(counts.get(label, 0) - expected) <= 1, (label, counts, expected)
+    # The singleton class stays in the remainder: train keeps every class.
+    assert set(labels[rest].tolist()) == set(totals)
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    labels = imbalanced_labels()
+    first = stratified_split(labels, [100], seed=7)
+    again = stratified_split(labels, [100], seed=7)
+    other = stratified_split(labels, [100], seed=8)
+    assert np.array_equal(first[1][0], again[1][0]) and np.array_equal(first[0], again[0])
+    assert not np.array_equal(first[1][0], other[1][0])
+
+
+def test_every_class_keeps_a_row_in_the_remainder():
+    labels = [0, 0, 1, 1, 2, 2]
+    rest, _ = stratified_split(labels, [3], seed=3)
+    assert sorted(labels[i] for i in rest) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        stratified_split(labels, [4], seed=3)
+
+
+def test_holdout_size_rounds_and_is_never_zero():
+    assert holdout_size(12752, 0.1) == 1275
+    assert holdout_size(5, 0.1) == 1

@@ -1,0 +1,246 @@
+"""End-to-end training runs on a tiny local model: outputs, resume after kill -9, full FT, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+from lorakit.cli.main import main
+
+
+def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "32",
+        "--lr",
+        "5e-3",
+        "--precision",
+        "fp32",
+        "--quiet",
+        *extra,
+    ]
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lorakit.cli.main", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_run_writes_adapter_metrics_plots_and_report(tiny_classifier_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_classifier_dir, sentiment_csv, out, "--r", "4", "--target-modules", "query,value")) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and str(out / "report.html") in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label_names"] == ["neg", "pos"]
+    assert metrics["trainable_params"] < metrics["total_params"]
+    assert metrics["adapter_bytes"] == sum(f.stat().st_size for f in (out / "adapter").iterdir())
+    assert metrics["tokens_per_second"] > 0 and metrics["peak_memory_bytes"] > 0
+    for key in ("accuracy", "macro_f1", "loss", "per_class", "confusion_matrix", "train_seconds"):
+        assert key in metrics
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_examples"]
+    history = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in history["eval"]] == [1.0, 2.0]
+    assert {p.name for p in (out / "plots").iterdir()} == {"loss.png", "accuracy.png", "confusion_matrix.png"}
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    info = json.loads((out / "adapter" / "lorakit.json").read_text())
+    assert info["label_names"] == ["neg", "pos"]
+    report = (out / "report.html").read_text()
+    assert "data:image/png;base64," in report
+    resolved = (out / "config.yaml").read_text()
+    assert "r: 4" in resolved and "lr: 0.005" in resolved
+
+
+def test_config_file_with_flag_override(tiny_classifier_dir, sentiment_csv, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {tiny_classifier_dir}\ndata: {sentiment_csv}\ntext-column: review\nlabel_column: sentiment\n"
+        "r: 2\nmax_steps: 3\nbatch_size: 8\nprecision: fp32\nquiet: true\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--r", "3", "--output-dir", str(out)]) == 0
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 3
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny_classifier_dir, sentiment_csv, tmp_path):
+    common = ("--checkpoint-steps", "5", "--lora-dropout", "0.1", "--eval-steps", "20")
+    straight = run_cli(train_args(tiny_classifier_dir, sentiment_csv, tmp_path / "straight", *common))
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+
+    interrupted = tmp_path / "interrupted"
+    victim = run_cli(train_args(tiny_classifier_dir, sentiment_csv, interrupted, *common))
+    pointer = interrupted / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not (pointer.exists() and pointer.read_text() == "step-15") and time.time() < deadline:
+        assert victim.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (interrupted / "metrics.json").exists()
+
+    resumed = run_cli(["train", "--resume", str(interrupted), "--quiet"])
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(interrupted / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a), "resumed adapter differs from the uninterrupted one"
+    m_a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    m_b = json.loads((interrupted / "metrics.json").read_text())
+    for key in ("accuracy", "loss", "macro_f1", "confusion_matrix", "steps", "best_epoch"):
+        assert m_a[key] == m_b[key], key
+    h_a = json.loads((tmp_path / "straight" / "history.json").read_text())
+    h_b = json.loads((interrupted / "history.json").read_text())
+    assert h_a == h_b
+
+
+def test_full_fine_tuning_writes_a_transformers_model(tiny_classifier_dir, sentiment_csv, tmp_path):
+    out = tmp_path / "full"
+    assert main(train_args(tiny_classifier_dir, sentiment_csv, out, "--method", "full", "--max-steps", "4")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "full" and metrics["trainable_params"] == metrics["total_params"]
+    model = AutoModelForSequenceClassification.from_pretrained(out / "model")
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_predict_and_eval_on_a_trained_run(tiny_classifier_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    # This tiny random BERT needs ~3 epochs at a high rate before it separates the classes.
+    assert main(train_args(tiny_classifier_dir, sentiment_csv, out, "--epochs", "4", "--lr", "1e-2")) == 0
+    capsys.readouterr()
+    assert main(["predict", "--adapter", str(out), "--json", "good fun film", "awful dull plot"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["pos", "neg"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    metrics_file = tmp_path / "eval.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                str(out / "adapter"),
+                "--data",
+                str(sentiment_csv),
+                "--text-column",
+                "review",
+                "--label-column",
+                "sentiment",
+                "--output",
+                str(metrics_file),
+            ]
+        )
+        == 0
+    )
+    evaluated = json.loads(metrics_file.read_text())
+    assert evaluated["examples"] == 320 and evaluated["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--label-column", "stars"), "stars"),
+        (("--lr", "2"), "lr must be a number in (0, 1)"),
+        (("--r", "0"), "r must be a positive integer"),
+        (("--precision", "fp16"), "fp16 needs a CUDA device"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tiny_classifier_dir, sentiment_csv, tmp_path, capsys, extra, message):
+    args = train_args(tiny_classifier_dir, sentiment_csv, tmp_path / "run", *extra)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bad_config_files_and_resume_targets(tmp_path, capsys):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("r: [1, 2\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("rank: 8\n")
+    for args, message in [
+        (["train", "--config", str(bad_yaml)], "not valid YAML"),
+        (["train", "--config", str(unknown)], "unknown field(s) rank"),
+        (["train", "--resume", str(tmp_path)], "not a lorakit run folder"),
+    ]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_classifier_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_classifier_dir, sentiment_csv, out, "--max-steps", "2")) == 0
+    before = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert main(train_args(tiny_classifier_dir, sentiment_csv, out, "--max-steps", "2")) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == before
+
+
+def test_ddp_with_two_processes_trains_and_writes_once(tiny_classifier_dir, sentiment_csv, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on a CPU machine: torchrun + gloo DDP."""
+    out = tmp_path / "ddp"
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+        "-m",
+        "lorakit.cli.main",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = train_args(tiny_classifier_dir, sentiment_csv, out, "--epochs", "4", "--lr", "1e-2")
+    result = subprocess.run(launcher + args, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("test accuracy") == 1  # only the main process reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    # 256 training examples, 8 per batch and process, 2 processes → 16 steps per epoch.
+    assert metrics["steps"] == 64
+    assert metrics["accuracy"] >= 0.75
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "lorakit.json",
+    ]
