@@ -244,3 +244,51 @@ def test_ddp_with_two_processes_trains_and_writes_once(tiny_classifier_dir, sent
         "adapter_model.safetensors",
         "lorakit.json",
     ]
+
+
+def test_eval_scores_every_row_of_a_small_file_and_rejects_unknown_labels(
+    tiny_classifier_dir, sentiment_csv, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_classifier_dir, sentiment_csv, out, "--max-steps", "2")) == 0
+    capsys.readouterr()
+    small = tmp_path / "three.csv"
+    small.write_text("review,sentiment\ngood fun,pos\nsuperb film,pos\nlovely story,pos\n")
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                str(out),
+                "--data",
+                str(small),
+                "--text-column",
+                "review",
+                "--label-column",
+                "sentiment",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["examples"] == 3
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("review,sentiment\ngood fun,pos\ndull plot,meh\n")
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                str(out),
+                "--data",
+                str(unknown),
+                "--text-column",
+                "review",
+                "--label-column",
+                "sentiment",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "'meh'" in err and "were not in training" in err and err.count("\n") == 1

@@ -45,9 +45,13 @@ def run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         text_pair_column=args.text_pair_column,
         allow_single_class=True,
+        # A user's file is scored whole; only a built-in dataset has a fixed test split to keep.
+        carve_missing_splits=args.data in BUILTIN_DATASETS,
     )
     split = args.split if args.split != "auto" else ("test" if args.data in BUILTIN_DATASETS else "all")
     parts = [data.train, data.validation, data.test] if split == "all" else [getattr(data, split)]
+    if not any(len(part) for part in parts):
+        raise LorakitError(f"{args.data} has no {split} split; pass --split all to score every row")
     rows = ClassificationSplit(
         texts=[t for p in parts for t in p.texts],
         labels=[data.label_names[y] for p in parts for y in p.labels],

@@ -6,10 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lorakit.cli import evaluate, inspect, predict, train
+from lorakit.cli import compare, evaluate, inspect, predict, sweep, train
 from lorakit.errors import LorakitError
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "inspect": inspect}
+COMMANDS = {
+    "train": train,
+    "eval": evaluate,
+    "predict": predict,
+    "inspect": inspect,
+    "compare": compare,
+    "sweep": sweep,
+}
+# Commands that hand the flags they do not know to `lorakit train`.
+PASSTHROUGH = {"compare", "sweep"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors print one line to stderr and return status 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    if extra and args.command not in PASSTHROUGH:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
     try:
+        if args.command in PASSTHROUGH:
+            return COMMANDS[args.command].run(args, extra) or 0
         return COMMANDS[args.command].run(args) or 0
     except LorakitError as error:
         print(f"lorakit {args.command}: error: {error}", file=sys.stderr)

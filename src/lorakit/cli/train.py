@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from lorakit.cli.args import target_spec
+from lorakit.errors import LorakitError
 from lorakit.report.humanize import format_bytes, format_duration
 from lorakit.train.config import METHODS, PRECISIONS, SCHEDULERS, TrainConfig, read_config_file
 from lorakit.train.run_dir import config_for_resume
@@ -69,6 +70,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-steps", type=int, help="write a resumable checkpoint every N steps (default 200)")
     run.add_argument("--log-steps", type=int, help="record the training loss every N steps (default 10)")
     run.add_argument("--quiet", action="store_true", help="no progress bar: log lines only")
+
+
+def validate_train_flags(flags: list[str]) -> TrainConfig:
+    """The config `lorakit train FLAGS` would run, or the error it would give, without training."""
+    parser = argparse.ArgumentParser(prog="lorakit train", add_help=False)
+    add_parser(parser.add_subparsers(dest="command"))
+    try:
+        args = parser.parse_args(["train", *flags])
+    except SystemExit:
+        raise LorakitError(f"these flags are not valid for lorakit train: {' '.join(flags)}") from None
+    return resolve_config(args)[0]
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:

@@ -81,7 +81,11 @@ def assemble(
     # Where each final split's rows come from: its own table, or train's for a carved split.
     indices = {split: np.arange(len(split_rows.texts)) for split, split_rows in rows.items()}
     origins = {split: split if split in rows else "train" for split in SPLITS}
-    _carve_missing_splits(indices, labels["train"], tables["train"].origin, options, notes)
+    if options.carve_missing_splits:
+        _carve_missing_splits(indices, labels["train"], tables["train"].origin, options, notes)
+    else:
+        for split in ("validation", "test"):
+            indices.setdefault(split, np.array([], dtype=int))
     _cap_train(indices, labels["train"], options, notes)
 
     splits = {split: _take(rows[origins[split]], labels[origins[split]], indices[split]) for split in SPLITS}

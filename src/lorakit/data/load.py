@@ -24,6 +24,7 @@ def load_classification_data(
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
     allow_single_class: bool = False,
+    carve_missing_splits: bool = True,
 ) -> ClassificationData:
     """Load a text-classification dataset as train/validation/test splits of (text, label index).
 
@@ -44,6 +45,8 @@ def load_classification_data(
             for a split the source lacks.
         allow_single_class: accept data whose train holds one class, for data that is only
             evaluated (a file of positive examples); training needs two classes.
+        carve_missing_splits: False leaves a split the source lacks empty instead of carving it
+            from train, so a file that is only evaluated is scored on every row.
 
     Returns:
         `ClassificationData`: the splits, `label_names` (label i is `label_names[i]`), the
@@ -63,6 +66,7 @@ def load_classification_data(
         validation_fraction=validation_fraction,
         test_fraction=test_fraction,
         allow_single_class=allow_single_class,
+        carve_missing_splits=carve_missing_splits,
     )
     if not isinstance(source, (str, Path)) or not str(source).strip():
         raise LorakitError(f"source must be a builtin dataset name, a path or a Hub name, got {source!r}")

@@ -22,6 +22,7 @@ class LoadOptions:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     allow_single_class: bool = False
+    carve_missing_splits: bool = True
 
     def __post_init__(self) -> None:
         for name in ("text_column", "label_column"):
@@ -50,8 +51,9 @@ class LoadOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
                 raise LorakitError(f"{name} must be a number between 0 and 1 (exclusive), got {value!r}")
-        if not isinstance(self.allow_single_class, bool):
-            raise LorakitError(f"allow_single_class must be True or False, got {self.allow_single_class!r}")
+        for name in ("allow_single_class", "carve_missing_splits"):
+            if not isinstance(getattr(self, name), bool):
+                raise LorakitError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.validation_fraction + self.test_fraction >= 1:
             raise LorakitError(
                 f"validation_fraction + test_fraction must be below 1 so some rows stay in train, "

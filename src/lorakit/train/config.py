@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from lorakit.errors import LorakitError
+from lorakit.lora.config import LoraConfig
 
 METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant")
@@ -93,6 +94,7 @@ class TrainConfig:
             raise LorakitError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if isinstance(self.target_modules, str) and "," in self.target_modules:
             self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        LoraConfig(**self.lora_config_kwargs())  # the LoRA fields are checked here, once, for every method
 
     def lora_config_kwargs(self) -> dict[str, Any]:
         return {
