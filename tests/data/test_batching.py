@@ -203,3 +203,17 @@ def test_grouping_cuts_padding_on_rotten_tomatoes():
     # Measured: about 48 % padding with random batches of 32, about 3 % grouped.
     assert random_fraction > 0.3
     assert grouped_fraction < random_fraction / 10
+
+
+def test_pad_to_multiple_of_rounds_the_width_up(tiny_tokenizer):
+    from lorakit.data import pad_collate
+
+    collate = pad_collate(tiny_tokenizer, pad_to_multiple_of=8)
+    batch = collate(
+        [
+            {"input_ids": [2, 5, 3], "attention_mask": [1, 1, 1], "labels": 0},
+            {"input_ids": list(range(9)), "attention_mask": [1] * 9, "labels": 1},
+        ]
+    )
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["attention_mask"].sum().item() == 12

@@ -63,6 +63,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="random batches instead of length-grouped ones",
     )
+    optim.add_argument(
+        "--no-fast-dropout",
+        dest="fast_dropout",
+        action="store_false",
+        help="use torch's own dropout masks instead of the faster generator",
+    )
     optim.add_argument("--seed", type=int, help="seed for data order, initialisation and dropout (default 42)")
     run = parser.add_argument_group("evaluation and checkpoints")
     run.add_argument("--eval-steps", type=int, help="validate every N steps (default: every epoch)")

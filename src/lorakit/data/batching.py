@@ -71,17 +71,19 @@ class PadCollator:
     """Collate feature dicts into tensors padded to the longest example of the batch.
 
     Returns `input_ids`, `attention_mask` (0 on padding), `token_type_ids` when present:
-    (batch, longest) int64; `labels`: (batch,) int64. Padding goes on `padding_side`, as the
-    tokenizer says (left for decoder models that generate). A plain class rather than a closure,
-    so DataLoader workers can pickle it.
+    (batch, longest rounded up to `pad_to_multiple_of`) int64; `labels`: (batch,) int64. Padding
+    goes on `padding_side`, as the tokenizer says (left for decoder models that generate). A plain
+    class rather than a closure, so DataLoader workers can pickle it.
     """
 
     pad_token_id: int
     pad_token_type_id: int = 0
     padding_side: str = "right"
+    pad_to_multiple_of: int = 1
 
     def __call__(self, features: Sequence[Mapping[str, Sequence[int] | int]]) -> dict[str, torch.Tensor]:
-        width = max(len(feature["input_ids"]) for feature in features)
+        longest = max(len(feature["input_ids"]) for feature in features)
+        width = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
         fill = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id}
         batch = {}
         for key in features[0]:
@@ -99,8 +101,11 @@ class PadCollator:
         return batch
 
 
-def pad_collate(tokenizer: PreTrainedTokenizerBase) -> PadCollator:
+def pad_collate(tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int = 1) -> PadCollator:
     """A DataLoader `collate_fn` that pads with the tokenizer's pad token (see `PadCollator`).
+
+    `pad_to_multiple_of` rounds the batch width up (e.g. 8): fewer distinct shapes means oneDNN
+    and cuBLAS reuse their cached kernels instead of building (and keeping) one per length.
 
     Raises:
         LorakitError: the tokenizer has no pad token (GPT-2 style); the message says how to set one.
@@ -110,7 +115,9 @@ def pad_collate(tokenizer: PreTrainedTokenizerBase) -> PadCollator:
             "the tokenizer has no pad token, which batching needs; set one first, "
             "e.g. tokenizer.pad_token = tokenizer.eos_token"
         )
-    return PadCollator(tokenizer.pad_token_id, tokenizer.pad_token_type_id, tokenizer.padding_side)
+    if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+        raise LorakitError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+    return PadCollator(tokenizer.pad_token_id, tokenizer.pad_token_type_id, tokenizer.padding_side, pad_to_multiple_of)
 
 
 def padding_fraction(batches: Iterable[Mapping[str, torch.Tensor]]) -> float:

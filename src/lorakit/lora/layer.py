@@ -165,7 +165,10 @@ class LoraLinear(nn.Module):
         if name is None or name == self.merged_adapter or name not in self.lora_A:
             return result
         lora_A, lora_B = self.lora_A[name], self.lora_B[name]
-        update = lora_B(lora_A(self.lora_dropout[name](x.to(lora_A.weight.dtype))))
+        # Under autocast the matmuls pick their own dtype: casting x first would only copy it.
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(lora_A.weight.dtype)
+        update = lora_B(lora_A(self.lora_dropout[name](x)))
         return (result + update * self.scaling[name]).to(result.dtype)
 
     def extra_repr(self) -> str:

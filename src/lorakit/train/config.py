@@ -64,6 +64,8 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
     group_by_length: bool = True
+    # Draw dropout masks with a faster generator on CPU (same distribution; see train/dropout.py).
+    fast_dropout: bool = True
     seed: int = 42
     # Evaluation, checkpoints, logging.
     eval_steps: int | None = None

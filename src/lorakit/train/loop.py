@@ -28,6 +28,7 @@ from lorakit.tasks.classification import classification_metrics, load_classifier
 from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
+from lorakit.train.dropout import use_fast_dropout
 from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision
 from lorakit.train.progress import Progress, peak_memory_bytes
@@ -64,10 +65,14 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         name: tokenize_split(tokenizer, getattr(data, name), config.max_length)
         for name in ("train", "validation", "test")
     }
-    collate = pad_collate(tokenizer)
+    # Widths rounded up to a multiple of 8: measured on MiniLM (CPU, bf16), one cached kernel per
+    # distinct length grew memory by ~450 MiB in 150 steps; rounding cut that and ran faster.
+    collate = pad_collate(tokenizer, pad_to_multiple_of=8)
 
     model = _build_model(config, data.label_names)
     cast_frozen_parameters(model, precision)
+    if config.fast_dropout:
+        use_fast_dropout(model)
     trainable, total = trainable_parameters(model)
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     batches_per_epoch = len(_epoch_batches(splits["train"], config, 0, accelerator))
