@@ -125,9 +125,10 @@ def run_trainer(mode: str, steps: int | None) -> dict:
         trainer.train()
         result = {"seconds": clock.end - clock.start, "tokens": counter["tokens"], "steps": trainer.state.global_step}
         if steps is None:
-            logits = trainer.predict(test).predictions
-            logits = logits[0] if isinstance(logits, tuple) else logits
-            result["accuracy"] = float((np.argmax(logits, axis=1) == np.array(data.test.labels)).mean())
+            # With group_by_length the Trainer predicts in its own order: compare with the labels it returns.
+            predicted = trainer.predict(test)
+            logits = predicted.predictions[0] if isinstance(predicted.predictions, tuple) else predicted.predictions
+            result["accuracy"] = float((np.argmax(logits, axis=1) == predicted.label_ids).mean())
     result["peak_memory_bytes"] = peak_rss()
     return result
 

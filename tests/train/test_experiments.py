@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import json
 
+from tiny_runs import tiny_flags
+
 from lorakit.cli.main import main
 
 
 def flags(model, data) -> list[str]:
-    return [
-        "--model",
-        str(model),
-        "--data",
-        str(data),
-        "--text-column",
-        "review",
-        "--label-column",
-        "sentiment",
-        "--max-steps",
-        "6",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--precision",
-        "fp32",
-        "--quiet",
-    ]
+    return [*tiny_flags(model, data), "--max-steps", "6"]
 
 
 def test_compare_trains_lora_and_full_and_tabulates(tiny_classifier_dir, sentiment_csv, tmp_path, capsys):

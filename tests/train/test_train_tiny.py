@@ -12,37 +12,14 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from tiny_runs import tiny_flags
 from transformers import AutoModelForSequenceClassification
 
 from lorakit.cli.main import main
 
 
 def train_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--model",
-        str(model),
-        "--data",
-        str(data),
-        "--text-column",
-        "review",
-        "--label-column",
-        "sentiment",
-        "--output-dir",
-        str(out),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--lr",
-        "5e-3",
-        "--precision",
-        "fp32",
-        "--quiet",
-        *extra,
-    ]
+    return ["train", *tiny_flags(model, data), "--output-dir", str(out), "--epochs", "2", "--lr", "5e-3", *extra]
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
@@ -292,3 +269,13 @@ def test_eval_scores_every_row_of_a_small_file_and_rejects_unknown_labels(
     )
     err = capsys.readouterr().err
     assert "'meh'" in err and "were not in training" in err and err.count("\n") == 1
+
+
+def test_gradient_accumulation_takes_one_step_per_group(tiny_classifier_dir, sentiment_csv, tmp_path):
+    out = tmp_path / "accumulate"
+    args = train_args(tiny_classifier_dir, sentiment_csv, out, "--gradient-accumulation-steps", "3", "--epochs", "1")
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 11  # 256 examples / 8 = 32 batches per epoch → ceil(32 / 3) optimizer steps
+    history = json.loads((out / "history.json").read_text())
+    assert all(0 < entry["loss"] < 2 for entry in history["train"])

