@@ -28,7 +28,14 @@ class Progress:
             None
             if quiet or silent
             else tqdm(
-                total=total_steps, initial=done_steps, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
+                total=total_steps,
+                initial=done_steps,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                # Redrawn often on a terminal; into a log file, a line every 30 s is plenty.
+                mininterval=0.2 if sys.stderr.isatty() else 30,
             )
         )
 
