@@ -7,7 +7,9 @@ for the same number of optimizer steps on the same data:
   seed          PEFT + Trainer as the seed recipe writes it: every text padded to 256, fp32
   trainer-tuned PEFT + Trainer tuned: dynamic padding, train_sampling_strategy="group_by_length", bf16
   lorakit       `lorakit.train.loop.train` with its defaults (length-grouped dynamic padding,
-                bf16 autocast with the frozen base stored in bf16)
+                bf16 autocast with the frozen base stored in bf16, last layer on [CLS] only)
+  lorakit-all-tokens  the same with `first_token_only=False` (the last layer on every token), to
+                measure that shortcut in the same run
 
 Throughput is real (non-padding) tokens per second of training steps; time runs from the start
 of the first step to the end of the last, data loading and evaluation excluded. Peak memory is
@@ -31,7 +33,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RECIPE = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.1, "batch_size": 16, "max_length": 256, "lr": 5e-4, "seed": 42}
-CONTENDERS = ("seed", "trainer-tuned", "lorakit")
+CONTENDERS = ("seed", "trainer-tuned", "lorakit", "lorakit-all-tokens")
 
 
 def peak_rss() -> int:
@@ -133,7 +135,7 @@ def run_trainer(mode: str, steps: int | None) -> dict:
     return result
 
 
-def run_lorakit(steps: int | None) -> dict:
+def run_lorakit(steps: int | None, first_token_only: bool = True) -> dict:
     from lorakit.train.config import TrainConfig
     from lorakit.train.loop import train
 
@@ -145,6 +147,7 @@ def run_lorakit(steps: int | None) -> dict:
             seed=RECIPE["seed"],
             checkpoint_steps=10**6,
             eval_steps=10**6 if steps else None,
+            first_token_only=first_token_only,
         )
         metrics = train(config).metrics
     result = {
@@ -159,7 +162,10 @@ def run_lorakit(steps: int | None) -> dict:
 
 
 def worker(mode: str, steps: int | None) -> None:
-    result = run_lorakit(steps) if mode == "lorakit" else run_trainer(mode, steps)
+    if mode.startswith("lorakit"):
+        result = run_lorakit(steps, first_token_only=mode == "lorakit")
+    else:
+        result = run_trainer(mode, steps)
     result["tokens_per_second"] = result["tokens"] / result["seconds"]
     print("RESULT " + json.dumps(result))
 
@@ -183,7 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run (default 100)")
     parser.add_argument("--seed-steps", type=int, default=30, help="steps of the slow seed recipe (default 30)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of the fast two (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of the fast three (default 3)")
     parser.add_argument("--accuracy", action="store_true", help="also train 3 full epochs (tuned Trainer, lorakit)")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
@@ -194,8 +200,8 @@ def main() -> None:
         return
     runs: dict[str, list[dict]] = {mode: [] for mode in CONTENDERS}
     runs["seed"].append(spawn("seed", args.seed_steps))
-    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
-        for mode in ("trainer-tuned", "lorakit"):
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits all alike
+        for mode in CONTENDERS[1:]:
             runs[mode].append(spawn(mode, args.steps))
     speed = {
         mode: {key: median([r[key] for r in results]) for key in ("tokens_per_second", "peak_memory_bytes")}
@@ -211,7 +217,7 @@ def main() -> None:
         r = speed[mode]
         each = ", ".join(f"{run['tokens_per_second']:,.0f}" for run in r["runs"])
         print(
-            f"  {mode:<14} {r['tokens_per_second']:>9,.0f} tok/s  peak RSS {r['peak_memory_bytes'] / 2**20:,.0f} MiB"
+            f"  {mode:<18} {r['tokens_per_second']:>9,.0f} tok/s  peak RSS {r['peak_memory_bytes'] / 2**20:,.0f} MiB"
             f"   (runs: {each})"
         )
     lk, tuned, seed = speed["lorakit"], speed["trainer-tuned"], speed["seed"]
@@ -219,6 +225,11 @@ def main() -> None:
         f"lorakit vs seed recipe: {lk['tokens_per_second'] / seed['tokens_per_second']:.2f}x; "
         f"vs tuned Trainer: {lk['tokens_per_second'] / tuned['tokens_per_second']:.2f}x; "
         f"peak memory vs tuned Trainer: {lk['peak_memory_bytes'] / tuned['peak_memory_bytes']:.2f}x"
+    )
+    every = speed["lorakit-all-tokens"]
+    print(
+        f"last layer on [CLS] only vs on every token: {lk['tokens_per_second'] / every['tokens_per_second']:.2f}x; "
+        f"lorakit-all-tokens vs tuned Trainer: {every['tokens_per_second'] / tuned['tokens_per_second']:.2f}x"
     )
     if args.accuracy:
         results["accuracy"] = {mode: spawn(mode, None) for mode in ("trainer-tuned", "lorakit")}

@@ -10,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
+import lorakit  # noqa: F401 (first: it silences torchao's import-time noise before transformers loads it)
 from tiny_models import ARCHS, Arch
 
 # Expected PEFT noise: it switches GPT-2's Conv1D to fan_in_fan_out itself, and mistakes a 1-D

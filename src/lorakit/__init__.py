@@ -1,10 +1,12 @@
 """lorakit: LoRA fine-tuning of pretrained transformers, with adapters in the PEFT format."""
 
+from lorakit import _third_party_logs  # noqa: F401 (first: silences noise before transformers loads)
 from lorakit.errors import LorakitError
 from lorakit.lora import (
     LoraConfig,
     adapter_state_dict,
     add_adapter,
+    combine_adapters,
     delete_adapter,
     disable_adapter,
     format_trainable_parameters,
@@ -26,6 +28,7 @@ __all__ = [
     "LorakitError",
     "adapter_state_dict",
     "add_adapter",
+    "combine_adapters",
     "delete_adapter",
     "disable_adapter",
     "format_trainable_parameters",

@@ -53,3 +53,109 @@ def sentiment_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = ["review,sentiment"] + [f"{text},{label}" for text, label in sentiment_rows(320, seed=0)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+COUNTRIES = {
+    "france": "paris",
+    "spain": "madrid",
+    "italy": "rome",
+    "japan": "tokyo",
+    "peru": "lima",
+    "chad": "ndjamena",
+}
+QA_WORDS = ["what", "is", "the", "capital", "of", "user", "assistant", "system", "answer", "briefly"]
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def word_tokenizer(chat_template: str | None):
+    """A word-level fast tokenizer over the Q&A vocabulary, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    words = [*QA_WORDS, *COUNTRIES, *COUNTRIES.values()]
+    vocab = {token: i for i, token in enumerate([*specials, *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama (hidden 128, so its linears can hold 4-bit NF4 blocks) with a ChatML
+    word tokenizer, saved as a folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = word_tokenizer(CHATML)
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer T5 (d_model 64) with the same word tokenizer, no chat template."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = word_tokenizer(None)
+    tokenizer.save_pretrained(folder)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def capitals_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """prompt/response rows: "what is the capital of france" → "the capital of france is paris"."""
+    import json
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(240):
+        country = rng.choice(list(COUNTRIES))
+        prompt = rng.choice(["what is the capital of", "answer briefly what is the capital of"]) + f" {country}"
+        rows.append({"prompt": prompt, "response": f"the capital of {country} is {COUNTRIES[country]}"})
+    path = tmp_path_factory.mktemp("qa") / "capitals.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

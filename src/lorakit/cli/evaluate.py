@@ -1,8 +1,10 @@
-"""`lorakit eval --adapter DIR --data DATA`: metrics of a trained classifier on labelled data.
+"""`lorakit eval --adapter DIR --data DATA`: metrics of a trained adapter or model on data.
 
-By default a built-in dataset is scored on its test split and anything else (a file, a folder,
-a datasets name) on all of its rows; --split picks one split instead. Labels are matched to the
-adapter's label names by name: a label the adapter was not trained on is an error.
+A classifier is scored on labelled texts (accuracy, macro-F1, per-class precision/recall); labels
+are matched to the adapter's label names by name, and a label it was not trained on is an error.
+A causal-lm or seq2seq generator is scored on prompt/response data (loss over response tokens
+and perplexity). By default a built-in dataset is scored on its test split and anything else (a
+file, a folder, a datasets name) on all of its rows; --split picks one split instead.
 """
 
 from __future__ import annotations
@@ -29,12 +31,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--text-pair-column", default=None)
     parser.add_argument("--label-column", default="label")
+    parser.add_argument("--prompt-column", default="prompt", help="generators: prompt column")
+    parser.add_argument("--response-column", default="response", help="generators: response column")
+    parser.add_argument("--messages-column", default="messages", help="generators: chat messages column")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("--output", help="also write the metrics to this JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorakit.tasks.artifacts import artifact_task
+
+    if artifact_task(Path(args.adapter)) != "classification":
+        return _run_generative(args)
     from lorakit.data import BUILTIN_DATASETS, ClassificationSplit, load_classification_data
     from lorakit.tasks.classification import classification_metrics, load_trained_classifier, predict_texts
 
@@ -72,11 +81,8 @@ def run(args: argparse.Namespace) -> int:
         [index[label] for label in rows.labels], [index[r["label"]] for r in results], classifier.label_names
     )
     metrics.update({"examples": len(rows.texts), "split": split, "dataset": data.source})
-    if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
+    _write(args, metrics)
+    if not args.json:
         print(
             f"{data.source} ({split}, {len(rows.texts):,} examples): accuracy {metrics['accuracy']:.4f} · "
             f"macro-F1 {metrics['macro_f1']:.4f}"
@@ -88,3 +94,63 @@ def run(args: argparse.Namespace) -> int:
                 f"f1 {scores['f1']:.3f}  support {scores['support']}"
             )
     return 0
+
+
+def _run_generative(args: argparse.Namespace) -> int:
+    import torch
+
+    from lorakit.data import GENERATIVE_BUILTINS, load_generative_data
+    from lorakit.data.chat import CausalCollator, Seq2SeqCollator, tokenize_causal, tokenize_seq2seq
+    from lorakit.tasks.artifacts import read_model_info
+    from lorakit.tasks.generation import load_trained_generator, perplexity, response_loss
+
+    generator = load_trained_generator(args.adapter)
+    info = read_model_info(generator.folder)
+    data = load_generative_data(
+        args.data,
+        prompt_column=args.prompt_column,
+        response_column=args.response_column,
+        messages_column=args.messages_column,
+        system_prompt=info.get("system_prompt"),
+    )
+    split = args.split if args.split != "auto" else ("test" if args.data in GENERATIVE_BUILTINS else "all")
+    examples = data.train + data.validation + data.test if split == "all" else getattr(data, split)
+    if not examples:
+        raise LorakitError(f"{args.data} has no {split} split; pass --split all to score every row")
+    max_length = int(info.get("max_length", 256))
+    tokenizer, seq2seq = generator.tokenizer, generator.task == "seq2seq"
+    if seq2seq:
+        target_length = int(info.get("max_target_length", 128))
+        rows = [tokenize_seq2seq(tokenizer, example, max_length, target_length) for example in examples]
+        collate = Seq2SeqCollator(tokenizer, pad_to_multiple_of=8)
+    else:
+        rows = [row for example in examples if (row := tokenize_causal(tokenizer, example, max_length))]
+        collate = CausalCollator(tokenizer, pad_to_multiple_of=8)
+    if not rows:
+        raise LorakitError(f"no example of {args.data} fits max_length={max_length}")
+    with torch.no_grad():
+        loss_sum, tokens = response_loss(generator.model, rows, collate, args.batch_size, shift_labels=not seq2seq)
+    loss = loss_sum / max(tokens, 1)
+    metrics = {
+        "loss": loss,
+        "perplexity": perplexity(loss),
+        "examples": len(rows),
+        "skipped_too_long": len(examples) - len(rows),
+        "response_tokens": tokens,
+        "split": split,
+        "dataset": data.source,
+    }
+    _write(args, metrics)
+    if not args.json:
+        print(
+            f"{data.source} ({split}, {len(rows):,} examples, {tokens:,} response tokens): "
+            f"loss {loss:.4f} · perplexity {metrics['perplexity']:.3f}"
+        )
+    return 0
+
+
+def _write(args: argparse.Namespace, metrics: dict) -> None:
+    if args.output:
+        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(metrics, indent=2))

@@ -6,16 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lorakit.cli import compare, evaluate, inspect, predict, sweep, train
+from lorakit.cli import combine, compare, evaluate, generate, inspect, merge, predict, sweep, train
 from lorakit.errors import LorakitError
 
 COMMANDS = {
     "train": train,
     "eval": evaluate,
     "predict": predict,
+    "generate": generate,
     "inspect": inspect,
     "compare": compare,
     "sweep": sweep,
+    "merge": merge,
+    "combine": combine,
 }
 # Commands that hand the flags they do not know to `lorakit train`.
 PASSTHROUGH = {"compare", "sweep"}

@@ -1,7 +1,9 @@
-"""`lorakit train`: fine-tune a classifier with LoRA (or in full) and write a run folder.
+"""`lorakit train`: fine-tune with LoRA, QLoRA or in full, and write a run folder.
 
 With no arguments it trains the default: LoRA r=8, alpha=32 on query/value of the packaged
 all-MiniLM-L6-v2, on the packaged rotten-tomatoes reviews, into runs/rotten-tomatoes-lora.
+`--task causal-lm` instruction-tunes the packaged SmolLM2-135M-Instruct on the packaged
+chatterbot Q&A; `--task seq2seq` trains a T5/BART-style --model on prompt → response pairs.
 Settings come from the defaults, then --config FILE (YAML/JSON), then flags.
 """
 
@@ -13,14 +15,14 @@ import sys
 from lorakit.cli.args import target_spec
 from lorakit.errors import LorakitError
 from lorakit.report.humanize import format_bytes, format_duration
-from lorakit.train.config import METHODS, PRECISIONS, SCHEDULERS, TrainConfig, read_config_file
+from lorakit.train.config import METHODS, PRECISIONS, QUANTIZE, SCHEDULERS, TASKS, TrainConfig, read_config_file
 from lorakit.train.run_dir import config_for_resume
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="fine-tune a classifier with LoRA and write metrics, plots and a report",
+        help="fine-tune with LoRA (classification, causal LM, seq2seq) and write metrics, plots and a report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
@@ -28,13 +30,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="YAML or JSON file of settings (flags override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     what = parser.add_argument_group("data and model")
-    what.add_argument("--model", help="packaged name, local folder or Hub id (default all-MiniLM-L6-v2)")
+    what.add_argument("--task", choices=TASKS, help="what to train (default classification)")
     what.add_argument(
-        "--data", help="built-in dataset name, a file/folder, or a datasets name (default rotten-tomatoes)"
+        "--model",
+        help="packaged name, local folder or Hub id (default all-MiniLM-L6-v2; SmolLM2-135M-Instruct for causal-lm)",
     )
-    what.add_argument("--text-column", help="column with the text (default text)")
-    what.add_argument("--text-pair-column", help="second text column, for pair tasks")
-    what.add_argument("--label-column", help="column with the label (default label)")
+    what.add_argument(
+        "--data",
+        help="built-in dataset name, a file/folder, or a datasets name (default rotten-tomatoes; chatterbot for "
+        "causal-lm and seq2seq)",
+    )
+    what.add_argument("--text-column", help="classification: column with the text (default text)")
+    what.add_argument("--text-pair-column", help="classification: second text column, for pair tasks")
+    what.add_argument("--label-column", help="classification: column with the label (default label)")
+    what.add_argument("--prompt-column", help="generation: column with the prompt (default prompt)")
+    what.add_argument("--response-column", help="generation: column with the response (default response)")
+    what.add_argument("--messages-column", help="generation: column of chat messages (default messages)")
+    what.add_argument("--system-prompt", help="generation: a system message put before every conversation")
+    what.add_argument("--packing", action="store_true", help="causal-lm: pack short examples into full rows")
+    what.add_argument("--max-target-length", type=int, help="seq2seq: truncate responses to this many tokens")
     what.add_argument("--on-empty", choices=("skip", "fail"), help="empty texts: skip them (default) or fail")
     what.add_argument("--max-train-examples", type=int, help="use only this many training examples")
     what.add_argument("--output-dir", help="the run folder (default runs/<data>-<method>)")
@@ -45,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     method.add_argument("--lora-dropout", type=float, help="dropout on the LoRA input (default 0.1)")
     method.add_argument("--target-modules", type=target_spec, help="modules to adapt (default: query,value for BERT)")
     method.add_argument("--use-rslora", action="store_true", help="scale by alpha/sqrt(r)")
+    method.add_argument("--quantize", choices=QUANTIZE, help="QLoRA: store the frozen base linears in 4-bit NF4")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=float, help="passes over the training data (default 3)")
     optim.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -69,12 +84,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="use torch's own dropout masks instead of the faster generator",
     )
+    optim.add_argument(
+        "--no-first-token-only",
+        dest="first_token_only",
+        action="store_false",
+        help="compute every position in the classifier's last layer, not only the [CLS] token its head reads",
+    )
     optim.add_argument("--seed", type=int, help="seed for data order, initialisation and dropout (default 42)")
     run = parser.add_argument_group("evaluation and checkpoints")
     run.add_argument("--eval-steps", type=int, help="validate every N steps (default: every epoch)")
     run.add_argument("--early-stopping-patience", type=int, help="stop after N evaluations without improvement")
     run.add_argument("--checkpoint-steps", type=int, help="write a resumable checkpoint every N steps (default 200)")
     run.add_argument("--log-steps", type=int, help="record the training loss every N steps (default 10)")
+    run.add_argument(
+        "--generation-samples", type=int, help="generation: held-out prompts shown before/after in the report (8)"
+    )
+    run.add_argument("--max-new-tokens", type=int, help="generation: tokens generated per report sample (48)")
     run.add_argument("--quiet", action="store_true", help="no progress bar: log lines only")
 
 
@@ -116,16 +141,31 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(run_dir, metrics: dict) -> None:
     m = metrics
-    print(
-        f"test accuracy {m['accuracy']:.4f} · macro-F1 {m['macro_f1']:.4f} · loss {m['loss']:.4f} "
-        f"({m['test_examples']:,} examples, best epoch {m['best_epoch']})"
-    )
+    if m["task"] == "classification":
+        print(
+            f"test accuracy {m['accuracy']:.4f} · macro-F1 {m['macro_f1']:.4f} · loss {m['loss']:.4f} "
+            f"({m['test_examples']:,} examples, best epoch {m['best_epoch']})"
+        )
+    else:
+        samples = ""
+        if m.get("sample_f1_after") is not None:
+            samples = f" · sample word-F1 {m['sample_f1_before']:.3f} → {m['sample_f1_after']:.3f}"
+        print(
+            f"test loss {m['loss']:.4f} · perplexity {m['perplexity']:.3f}{samples} "
+            f"({m['test_examples']:,} examples, best epoch {m['best_epoch']})"
+        )
     print(
         f"trainable params {m['trainable_params']:,} of {m['total_params']:,} ({m['trainable_percent']:.4f} %) · "
         f"{'adapter' if m['method'] == 'lora' else 'model'} {format_bytes(m['adapter_bytes'])} · "
         f"{format_duration(m['train_seconds'])} · {m['tokens_per_second']:,.0f} tok/s · "
         f"peak memory {format_bytes(m['peak_memory_bytes'])} · {m['device']} {m['precision']}"
     )
+    if m.get("quantized_linear_bytes"):
+        ratio = m["quantized_linear_bytes"] / m["fp32_bytes"]
+        print(
+            f"base linears {format_bytes(m['quantized_linear_bytes'])} in NF4 vs {format_bytes(m['fp32_bytes'])} fp32 "
+            f"({ratio:.3f}×) and {format_bytes(m['bf16_bytes'])} bf16"
+        )
     print(f"run folder: {run_dir}")
     print(f"report:     {run_dir / 'report.html'}")
     sys.stdout.flush()

@@ -27,6 +27,16 @@ def load_path(path: Path, options: LoadOptions) -> ClassificationData:
 
 
 def _load_split_folder(folder: Path, options: LoadOptions) -> ClassificationData:
+    tables = {split: Table(read_table(path), path.name) for split, path in split_files(folder).items()}
+    return assemble(tables, options, str(folder))
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """A folder's data files by the split their names stand for; train is required.
+
+    Raises:
+        LorakitError: two files stand for the same split, or none is train.
+    """
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         split = split_of(path.stem)
@@ -41,5 +51,4 @@ def _load_split_folder(folder: Path, options: LoadOptions) -> ClassificationData
             f"{folder} has no train file: a data folder holds {names} files "
             f"({', '.join(SUPPORTED_EXTENSIONS)}) or a datasets save_to_disk dataset"
         )
-    tables = {split: Table(read_table(path), path.name) for split, path in files.items()}
-    return assemble(tables, options, str(folder))
+    return files

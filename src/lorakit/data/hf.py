@@ -39,18 +39,27 @@ def is_saved_dataset(folder: Path) -> bool:
 
 def load_saved_dataset(folder: Path, options: LoadOptions) -> ClassificationData:
     """A `save_to_disk` folder: a DatasetDict's train/validation/test, or a Dataset used as train."""
+    return from_datasets(read_saved_dataset(folder), str(folder), options)
+
+
+def read_saved_dataset(folder: Path) -> Dataset | DatasetDict:
+    """The Dataset or DatasetDict a `save_to_disk` folder holds."""
     import datasets
 
     try:
-        data = datasets.load_from_disk(str(folder))
+        return datasets.load_from_disk(str(folder))
     except (OSError, ValueError) as error:
         raise LorakitError(
             f"{folder} looks like a datasets save_to_disk folder but does not load: {_first_line(error)}"
         ) from None
-    return from_datasets(data, str(folder), options)
 
 
 def load_hub_dataset(name: str, options: LoadOptions, builtin_names: list[str]) -> ClassificationData:
+    """A dataset from the Hugging Face Hub (see `read_hub_dataset`) as classification data."""
+    return from_datasets(read_hub_dataset(name, builtin_names), name, options)
+
+
+def read_hub_dataset(name: str, builtin_names: list[str]) -> Dataset | DatasetDict:
     """A dataset from the Hugging Face Hub, as `datasets.load_dataset(name)`; `name:config` picks
     a configuration (e.g. `nyu-mll/glue:sst2`).
 
@@ -62,7 +71,7 @@ def load_hub_dataset(name: str, options: LoadOptions, builtin_names: list[str]) 
 
     repo, _, config = name.partition(":")
     try:
-        data = datasets.load_dataset(repo, config or None)
+        return datasets.load_dataset(repo, config or None)
     except (OSError, ValueError) as error:  # ConnectionError, DatasetNotFoundError, a missing config
         close = difflib.get_close_matches(name, builtin_names, n=1)
         suggestion = f"; did you mean {close[0]!r}?" if close else ""
@@ -70,7 +79,6 @@ def load_hub_dataset(name: str, options: LoadOptions, builtin_names: list[str]) 
             f"{name!r} is neither a builtin dataset ({', '.join(builtin_names)}), a file or folder, nor a dataset "
             f"reachable on the Hugging Face Hub ({_first_line(error)}){suggestion}"
         ) from None
-    return from_datasets(data, name, options)
 
 
 def from_datasets(data: Dataset | DatasetDict, source: str, options: LoadOptions) -> ClassificationData:
@@ -81,20 +89,7 @@ def from_datasets(data: Dataset | DatasetDict, source: str, options: LoadOptions
     """
     import datasets
 
-    named = {"train": data} if isinstance(data, datasets.Dataset) else dict(data)
-    splits: dict[str, Dataset] = {}
-    notes = []
-    for name, split_data in named.items():
-        split = split_of(name)
-        if split is None:
-            notes.append(f"ignored split {name!r} (not train, validation or test)")
-        elif split in splits:
-            raise LorakitError(f"{source} has two {split} splits ({sorted(named)}); keep one")
-        else:
-            splits[split] = split_data
-    if "train" not in splits:
-        raise LorakitError(f"{source} has no train split (splits: {sorted(named)}); name one of them 'train'")
-
+    splits, notes = named_splits(data, source)
     label_feature = splits["train"].features.get(options.label_column)
     label_order = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
     wanted = [column for column in (options.text_column, options.label_column, options.text_pair_column) if column]
@@ -113,6 +108,31 @@ def from_datasets(data: Dataset | DatasetDict, source: str, options: LoadOptions
             ]
         tables[split] = Table(frame, f"split {split!r} of {source}")
     return assemble(tables, options, source, label_order=label_order, notes=notes)
+
+
+def named_splits(data: Dataset | DatasetDict, source: str) -> tuple[dict[str, Dataset], list[str]]:
+    """A Dataset as train, or a DatasetDict's splits by the split their names stand for; notes
+    name the splits ignored (neither train, validation nor test).
+
+    Raises:
+        LorakitError: two splits stand for the same split, or none is train.
+    """
+    import datasets
+
+    named = {"train": data} if isinstance(data, datasets.Dataset) else dict(data)
+    splits: dict[str, Dataset] = {}
+    notes = []
+    for name, split_data in named.items():
+        split = split_of(name)
+        if split is None:
+            notes.append(f"ignored split {name!r} (not train, validation or test)")
+        elif split in splits:
+            raise LorakitError(f"{source} has two {split} splits ({sorted(named)}); keep one")
+        else:
+            splits[split] = split_data
+    if "train" not in splits:
+        raise LorakitError(f"{source} has no train split (splits: {sorted(named)}); name one of them 'train'")
+    return splits, notes
 
 
 def _first_line(error: Exception) -> str:

@@ -76,11 +76,11 @@ def load_classification_data(
     path = Path(source).expanduser()
     if path.exists():
         return load_path(path, options)
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise LorakitError(f"no such file or folder: {source}")
     return load_hub_dataset(source, options, list(BUILTIN_DATASETS))
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     """A name with a data-file extension or a path prefix is a missing file, not a Hub name."""
     return source.startswith((".", "/", "~")) or Path(source).suffix.lower() in SUPPORTED_EXTENSIONS

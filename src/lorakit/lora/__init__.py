@@ -1,5 +1,6 @@
 """The LoRA method: config, layer, injection, merging, PEFT-format I/O. Knows nothing of training."""
 
+from lorakit.lora.combine import combine_adapters
 from lorakit.lora.config import LoraConfig
 from lorakit.lora.inject import (
     add_adapter,
@@ -19,6 +20,7 @@ __all__ = [
     "ModulesToSave",
     "adapter_state_dict",
     "add_adapter",
+    "combine_adapters",
     "delete_adapter",
     "disable_adapter",
     "format_trainable_parameters",

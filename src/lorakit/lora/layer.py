@@ -60,6 +60,12 @@ def adapter_dtype(base_weight: torch.Tensor) -> torch.dtype:
     return torch.float32
 
 
+def is_quantized_weight(weight: torch.Tensor) -> bool:
+    """A packed 4-bit weight (torchao NF4Tensor, bitsandbytes Params4bit) rather than a plain tensor:
+    its values cannot take `W + scaling·B·A` in place."""
+    return type(weight) not in (torch.Tensor, nn.Parameter)
+
+
 def linear_features(layer: nn.Linear | Conv1D) -> tuple[int, int]:
     """`(in_features, out_features)`; a Conv1D stores its weight as (in, out)."""
     if isinstance(layer, Conv1D):
@@ -138,6 +144,13 @@ class LoraLinear(nn.Module):
         if self.merged_adapter is not None:
             raise LorakitError(f"adapter {self.merged_adapter!r} is merged; unmerge it before merging {name!r}")
         weight = self.base_layer.weight
+        # QLoRA: rounding W + B·A back to 4 bits would lose most of B·A; the merge path is
+        # dequantize (the weights the adapter was trained against), then merge.
+        if is_quantized_weight(weight):
+            raise LorakitError(
+                f"cannot merge adapter {name!r} into a 4-bit quantized base layer; "
+                "call lorakit.quant.dequantize_model(model, dtype) first, then merge"
+            )
         weight.data += self.delta_weight(name).to(weight.dtype)
         if self.lora_B[name].bias is not None:
             self._merge_bias(name, sign=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from transformers import (
@@ -79,3 +81,11 @@ def _not_loadable(name: str, error: Exception) -> str:
         f"cannot load model {name!r} ({reason}); pass a local model folder, a packaged model "
         f"({', '.join(PACKAGED_MODELS)}) or a Hub id reachable from this machine"
     )
+
+
+def load_classifier(model_name: str, label_names: Sequence[str]) -> nn.Module:
+    """The base model with a fresh `len(label_names)`-way head and the label names in its config."""
+    model = load_model(model_name, task_type="SEQ_CLS", num_labels=len(label_names))
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {name: i for i, name in enumerate(label_names)}
+    return model

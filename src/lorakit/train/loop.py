@@ -1,6 +1,7 @@
 """The training loop, readable top to bottom: data → model → optimise → evaluate → write the run.
 
-Runs on one CPU/GPU or under `accelerate launch` (DDP): every rank takes every world-size-th
+One loop for every task (classification, causal LM, seq2seq: see train/tasks/). Runs on one
+CPU/GPU or under `accelerate launch` (DDP): every rank takes every world-size-th
 length-grouped batch, gradients are averaged by DDP, evaluation is sharded and gathered, and
 only the main process writes files.
 """
@@ -14,18 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from transformers import AutoTokenizer
 
-from lorakit.data import load_classification_data
-from lorakit.data.batching import LengthGroupedSampler, pad_collate, tokenize_split
+from lorakit.data.batching import LengthGroupedSampler
 from lorakit.errors import LorakitError
 from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
 from lorakit.models import resolve_model
-from lorakit.tasks.classification import classification_metrics, load_classifier, predict_batches
+from lorakit.models.first_token import first_token_only
 from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
@@ -34,6 +33,7 @@ from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision
 from lorakit.train.progress import Progress, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
+from lorakit.train.tasks import Task, task_for
 
 
 @dataclass
@@ -51,26 +51,17 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     set_seed(config.seed)
     run_dir = _run_dir(accelerator, config, resume)
     precision = resolve_precision(config.precision, accelerator.device)
+    task = task_for(config)
 
-    data = load_classification_data(
-        config.data,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        text_pair_column=config.text_pair_column,
-        on_empty=config.on_empty,
-        seed=config.seed,
-        max_train_examples=config.max_train_examples,
-    )
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
-    splits = {
-        name: tokenize_split(tokenizer, getattr(data, name), config.max_length)
-        for name in ("train", "validation", "test")
-    }
-    # Widths rounded up to a multiple of 8: measured on MiniLM (CPU, bf16), one cached kernel per
-    # distinct length grew memory by ~450 MiB in 150 steps; rounding cut that and ran faster.
-    collate = pad_collate(tokenizer, pad_to_multiple_of=8)
+    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    data = task.load_data(tokenizer)
+    splits = data.splits
+    collate = task.collator(tokenizer)
 
-    model = _build_model(config, data.label_names)
+    model = _build_model(config, task)
+    quantized = _quantized_bytes(model) if config.quantize else {}
     cast_frozen_parameters(model, precision)
     if config.fast_dropout:
         use_fast_dropout(model)
@@ -78,7 +69,10 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     batches_per_epoch = len(_epoch_batches(splits["train"], config, 0, accelerator))
     if batches_per_epoch == 0:
-        raise LorakitError(f"the training split has {len(data.train)} examples, fewer than one batch per process")
+        raise LorakitError(
+            f"the training split has {len(splits['train'])} rows, fewer than one batch per process; "
+            "lower --batch-size or add data"
+        )
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
@@ -93,17 +87,25 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         "bad_evals": 0,
         "train_seconds": 0.0,
         "tokens": 0,
+        "samples_before": None,
     }
     checkpoint_dir = run_dir / "checkpoints"
     if resume and (checkpoint := latest_checkpoint(checkpoint_dir)) is not None:
         state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+    elif accelerator.is_main_process:
+        # Generation tasks record a few held-out generations now, to show beside the trained ones.
+        state["samples_before"] = task.samples(
+            accelerator.unwrap_model(model), tokenizer, autocast(precision, accelerator.device)
+        )
 
     def evaluate(split: str) -> dict[str, Any]:
-        return _evaluate(accelerator, model, splits[split], collate, config, precision, data.label_names)
+        return _evaluate(accelerator, model, task, splits[split], collate, autocast(precision, accelerator.device))
+
+    info = outputs.model_info(config, task.model_info())
 
     def save_best() -> None:
         if accelerator.is_main_process:
-            outputs.save_model(accelerator.unwrap_model(model), run_dir, config, data.label_names, tokenizer)
+            outputs.save_model(accelerator.unwrap_model(model), run_dir, config, info, tokenizer)
         accelerator.wait_for_everyone()
 
     progress = Progress(total_steps, state["step"], quiet=config.quiet, silent=not accelerator.is_main_process)
@@ -163,7 +165,7 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
                 or state["step"] >= total_steps
             )
             if due_eval:
-                stop = _record_eval(evaluate("validation"), state, config, epoch_position, progress, save_best)
+                stop = _record_eval(evaluate("validation"), task, state, config, epoch_position, progress, save_best)
             stop = stop or state["step"] >= total_steps
             if state["step"] % config.checkpoint_steps == 0 or stop:
                 if accelerator.is_main_process:
@@ -180,12 +182,18 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     outputs.restore_best(accelerator.unwrap_model(model), run_dir)
     test = evaluate("test")
     tokens = accelerator.reduce(torch.tensor(state["tokens"], device=accelerator.device), "sum").item()
+    samples_after = None
+    if accelerator.is_main_process:
+        samples_after = task.samples(
+            accelerator.unwrap_model(model), tokenizer, autocast(precision, accelerator.device)
+        )
     metrics = {
-        "task": "classification",
+        "task": config.task,
         "model": config.model,
         "dataset": data.source,
         "method": config.method,
-        **{k: test[k] for k in ("accuracy", "macro_f1", "loss", "per_class", "confusion_matrix", "label_names")},
+        **task.test_metrics(test),
+        **task.sample_metrics(state["samples_before"], samples_after),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_percent": round(100 * trainable / total, 4),
@@ -198,14 +206,16 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         "device": accelerator.device.type,
         "precision": precision,
         "processes": accelerator.num_processes,
-        "train_examples": len(data.train),
-        "validation_examples": len(data.validation),
-        "test_examples": len(data.test),
+        "train_examples": len(data.raw["train"]),
+        "validation_examples": len(data.raw["validation"]),
+        "test_examples": len(data.raw["test"]),
+        **quantized,
         "data_notes": data.notes,
     }
     if accelerator.is_main_process:
         metrics["adapter_bytes"] = outputs.artifact_bytes(run_dir, config)
-        outputs.write_run(run_dir, config, metrics, state["history"], data.test, test["probabilities"])
+        outputs.write_run(run_dir, metrics, state["history"])
+        task.write_report(run_dir, metrics, state["history"], test, state["samples_before"], samples_after)
     accelerator.wait_for_everyone()
     return RunResult(run_dir, metrics, accelerator.is_main_process)
 
@@ -226,16 +236,30 @@ def _run_dir(accelerator: Accelerator, config: TrainConfig, resume: bool) -> Pat
     return Path(chosen[0])
 
 
-def _build_model(config: TrainConfig, label_names: list[str]) -> torch.nn.Module:
-    model = load_classifier(config.model, label_names)
+def _build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
+    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top."""
+    model = task.build_model()
+    if config.first_token_only:  # before LoRA wraps the head, whose class it checks; no-op where not exact
+        first_token_only(model)
+    if config.quantize:
+        from lorakit.quant import quantize_model
+
+        quantize_model(model, config.quantize)
     if config.method == "lora":
         lora = LoraConfig(
-            task_type="SEQ_CLS",
+            task_type=task.peft_task_type,
             base_model_name_or_path=outputs.portable_model_name(config.model),
             **config.lora_config_kwargs(),
         )
         add_adapter(model, lora)
     return model
+
+
+def _quantized_bytes(model: torch.nn.Module) -> dict[str, int]:
+    """Base-weight bytes of the quantized linears against the same weights in fp32/bf16, for metrics.json."""
+    from lorakit.quant import quantized_weight_bytes
+
+    return quantized_weight_bytes(model)
 
 
 def _epoch_batches(split: list[dict], config: TrainConfig, epoch: int, accelerator: Accelerator) -> list[list[int]]:
@@ -259,57 +283,41 @@ def _epoch_batches(split: list[dict], config: TrainConfig, epoch: int, accelerat
 def _evaluate(
     accelerator: Accelerator,
     model: torch.nn.Module,
+    task: Task,
     split: list[dict],
     collate,
-    config: TrainConfig,
-    precision: str,
-    label_names: list[str],
+    autocast_context: contextlib.AbstractContextManager,
 ) -> dict[str, Any]:
-    """Loss and metrics over a whole split, sharded over ranks and gathered back in order."""
+    """The task's metrics over a whole split, sharded over ranks (by length, so each rank's batches
+    pad little) and gathered back in order."""
     order = sorted(range(len(split)), key=lambda i: len(split[i]["input_ids"]))
     mine = order[accelerator.process_index :: accelerator.num_processes]
-    batch_size = config.batch_size * 2
-    batches = (collate([split[i] for i in mine[j : j + batch_size]]) for j in range(0, len(mine), batch_size))
-    loss_sum, _, probabilities = predict_batches(
-        accelerator.unwrap_model(model), batches, autocast(precision, accelerator.device)
-    )
-    parts = (
-        gather_object([(mine, probabilities, loss_sum)])
-        if accelerator.num_processes > 1
-        else [(mine, probabilities, loss_sum)]
-    )
-    every = np.zeros((len(split), len(label_names)), dtype=np.float32)
-    total_loss = 0.0
-    for indices, probs, loss in parts:
-        if len(indices):
-            every[indices] = probs
-        total_loss += loss
-    labels = [example["labels"] for example in split]
-    metrics = classification_metrics(labels, every.argmax(axis=1), label_names)
-    return {**metrics, "loss": total_loss / max(len(split), 1), "probabilities": every}
+    part = task.evaluate_shard(accelerator.unwrap_model(model), [split[i] for i in mine], collate, autocast_context)
+    parts = gather_object([(mine, part)]) if accelerator.num_processes > 1 else [(mine, part)]
+    return task.combine(parts, split)
 
 
 def _record_eval(
-    result: dict[str, Any], state: dict[str, Any], config: TrainConfig, epoch: float, progress: Progress, save_best
+    result: dict[str, Any],
+    task: Task,
+    state: dict[str, Any],
+    config: TrainConfig,
+    epoch: float,
+    progress: Progress,
+    save_best,
 ) -> bool:
     """Log a validation result and keep the weights if they are the best so far; True = stop early."""
-    entry = {
-        "step": state["step"],
-        "epoch": round(epoch, 4),
-        "loss": result["loss"],
-        "accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
-    }
+    entry = {"step": state["step"], "epoch": round(epoch, 4), **task.eval_entry(result)}
     state["history"]["eval"].append(entry)
-    progress.note(f"step {state['step']}: validation loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}")
-    best = state["best"]
-    if best is None or (result["accuracy"], -result["loss"]) > (best["accuracy"], -best["loss"]):
+    values = ", ".join(f"{key} {value:.4f}" for key, value in entry.items() if key not in ("step", "epoch"))
+    progress.note(f"step {state['step']}: validation {values}")
+    if task.is_better(result, state["best"]):
         state["best"], state["bad_evals"] = entry, 0
         save_best()
         return False
     state["bad_evals"] += 1
     patience = config.early_stopping_patience
     if patience and state["bad_evals"] >= patience:
-        progress.note(f"early stopping: validation accuracy has not improved in {patience} evaluations")
+        progress.note(f"early stopping: validation {task.selection_metric} has not improved in {patience} evaluations")
         return True
     return False

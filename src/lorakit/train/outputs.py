@@ -1,11 +1,12 @@
 """What a run leaves in its folder.
 
 config.yaml         the resolved config (written at the start; --resume reads it)
-adapter/            the best adapter in the PEFT format, with the head, + lorakit.json
+adapter/            the best adapter in the PEFT format (with the head for classification) + lorakit.json
 model/              (--method full) the best full model, loadable by transformers
 metrics.json        test metrics and run facts
 history.json        train loss per logged step, validation results per evaluation
-plots/*.png         loss curves, validation accuracy, confusion matrix
+plots/*.png         loss curves, the validation metric, the confusion matrix (classification)
+generations.json    (generation tasks) held-out prompts, references, generations before/after training
 report.html         one self-contained page with all of the above
 checkpoints/        resumable checkpoints and the best trainable weights
 """
@@ -18,20 +19,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lorakit.data import ClassificationSplit
 from lorakit.lora import save_adapter
 from lorakit.models import PACKAGED_MODELS
-from lorakit.report import html, plots
-from lorakit.tasks.classification import MODEL_INFO
+from lorakit.tasks.artifacts import MODEL_INFO
 from lorakit.train.config import TrainConfig
 
 BEST_WEIGHTS = "checkpoints/best.safetensors"
-MISCLASSIFIED_SAMPLE = 25
 
 
 def portable_model_name(name: str) -> str:
@@ -47,7 +44,19 @@ def artifact_folder(run_dir: Path, config: TrainConfig) -> Path:
     return run_dir / ("adapter" if config.method == "lora" else "model")
 
 
-def save_model(model: nn.Module, run_dir: Path, config: TrainConfig, label_names: list[str], tokenizer) -> None:
+def model_info(config: TrainConfig, task_info: dict[str, Any]) -> dict[str, Any]:
+    """lorakit.json: the facts eval/predict/generate/merge/serve need beyond the PEFT files."""
+    return {
+        "task": config.task,
+        "method": config.method,
+        "base_model": portable_model_name(config.model),
+        "max_length": config.max_length,
+        "quantize": config.quantize,
+        **task_info,
+    }
+
+
+def save_model(model: nn.Module, run_dir: Path, config: TrainConfig, info: dict[str, Any], tokenizer) -> None:
     """Replace the run's adapter (or full model) with the current weights, atomically."""
     target = artifact_folder(run_dir, config)
     staging = target.with_name(f".{target.name}.new")
@@ -57,14 +66,6 @@ def save_model(model: nn.Module, run_dir: Path, config: TrainConfig, label_names
     else:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-    info = {
-        "task": "classification",
-        "method": config.method,
-        "base_model": portable_model_name(config.model),
-        "label_names": list(label_names),
-        "max_length": config.max_length,
-        "text_pair": config.text_pair_column is not None,
-    }
     (staging / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
     _swap_in(staging, target)
     best = run_dir / BEST_WEIGHTS
@@ -75,7 +76,7 @@ def save_model(model: nn.Module, run_dir: Path, config: TrainConfig, label_names
 
 
 def restore_best(model: nn.Module, run_dir: Path) -> None:
-    """Put the best trainable weights (by validation accuracy) back into `model`."""
+    """Put the best trainable weights (by the task's validation metric) back into `model`."""
     parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in load_file(run_dir / BEST_WEIGHTS).items():
@@ -87,53 +88,11 @@ def artifact_bytes(run_dir: Path, config: TrainConfig) -> int:
     return sum(f.stat().st_size for f in artifact_folder(run_dir, config).rglob("*") if f.is_file())
 
 
-def write_run(
-    run_dir: Path,
-    config: TrainConfig,
-    metrics: dict[str, Any],
-    history: dict[str, list],
-    test: ClassificationSplit,
-    probabilities: np.ndarray,
-) -> Path:
-    """metrics.json, history.json, the plots and report.html; returns the report's path."""
+def write_run(run_dir: Path, metrics: dict[str, Any], history: dict[str, list]) -> None:
+    """metrics.json and history.json (the task writes its plots and report.html)."""
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    images = {
-        "Loss": plots.plot_loss_curves(history, plot_dir / "loss.png"),
-        "Validation accuracy": plots.plot_metric_curve(history, "accuracy", plot_dir / "accuracy.png"),
-        "Confusion matrix (test)": plots.plot_confusion_matrix(
-            metrics["confusion_matrix"], metrics["label_names"], plot_dir / "confusion_matrix.png"
-        ),
-    }
-    return html.write_report(
-        run_dir / "report.html",
-        title=f"lorakit run {run_dir.name}",
-        metrics=metrics,
-        history=history,
-        config=config.to_dict(),
-        misclassified=misclassified_sample(test, probabilities, metrics["label_names"]),
-        images=images,
-    )
-
-
-def misclassified_sample(
-    split: ClassificationSplit, probabilities: np.ndarray, label_names: list[str], limit: int = MISCLASSIFIED_SAMPLE
-) -> list[dict[str, Any]]:
-    """The most confidently wrong test predictions first: the ones most worth reading."""
-    predicted = probabilities.argmax(axis=1)
-    wrong = [i for i, (p, y) in enumerate(zip(predicted, split.labels, strict=True)) if p != y]
-    wrong.sort(key=lambda i: -probabilities[i, predicted[i]])
-    return [
-        {
-            "text": split.texts[i] if split.text_pairs is None else f"{split.texts[i]} ‖ {split.text_pairs[i]}",
-            "label": label_names[split.labels[i]],
-            "predicted": label_names[predicted[i]],
-            "probability": float(probabilities[i, predicted[i]]),
-        }
-        for i in wrong[:limit]
-    ]
+    (run_dir / "plots").mkdir(exist_ok=True)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -45,5 +45,6 @@ def cast_frozen_parameters(model: nn.Module, precision: str) -> None:
         return
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     for parameter in model.parameters():
-        if not parameter.requires_grad and parameter.dtype.is_floating_point:
+        # Tensor subclasses (a 4-bit NF4 base) keep their own storage: `.to` would dequantize them.
+        if not parameter.requires_grad and parameter.dtype.is_floating_point and type(parameter.data) is torch.Tensor:
             parameter.data = parameter.data.to(dtype)

@@ -1,0 +1,10 @@
+"""Silence third-party warnings a lorakit user cannot act on. Imported first by `lorakit`.
+
+transformers imports torchao whenever it is installed; torchao 0.18 then warns about its CUDA-only
+kernels on a CPU machine, and torch 2.13 about a deprecated registration inside torchao.
+"""
+
+import logging
+
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

@@ -1,0 +1,19 @@
+"""4-bit quantized base weights for QLoRA: NF4 via torchao (CPU and CUDA) or bitsandbytes (CUDA)."""
+
+from lorakit.quant.model import (
+    QUANT_METHODS,
+    dequantize_model,
+    is_quantized,
+    quantize_model,
+    quantized_weight_bytes,
+)
+from lorakit.quant.nf4 import Nf4Linear
+
+__all__ = [
+    "QUANT_METHODS",
+    "Nf4Linear",
+    "dequantize_model",
+    "is_quantized",
+    "quantize_model",
+    "quantized_weight_bytes",
+]

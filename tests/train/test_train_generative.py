@@ -1,0 +1,154 @@
+"""Causal-LM and seq2seq training runs on tiny local models: outputs, learning, generate, QLoRA, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lorakit.cli.main import main
+
+
+def generative_args(model: Path, data: Path, out: Path, task: str, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--task",
+        task,
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "4",
+        "--lr",
+        "1e-2",
+        "--target-modules",
+        "all-linear",
+        "--batch-size",
+        "16",
+        "--max-length",
+        "48",
+        "--precision",
+        "fp32",
+        "--generation-samples",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--quiet",
+        *extra,
+    ]
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def train_loss_falls(run: Path) -> bool:
+    """The training loss of the last logged step is well below the first one's. (Validation
+    questions are never in training — the loader splits by question — and a tiny random model
+    mostly memorises, so its validation loss is not the signal here; the real SmolLM2 run is.)"""
+    losses = [entry["loss"] for entry in json.loads((run / "history.json").read_text())["train"]]
+    return len(losses) >= 3 and losses[-1] < 0.8 * losses[0]
+
+
+@pytest.fixture(scope="module")
+def causal_run(tiny_causal_dir, capitals_jsonl, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("causal") / "run"
+    assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", "--r", "8")) == 0
+    return out
+
+
+def test_causal_run_learns_and_writes_its_outputs(causal_run):
+    metrics = json.loads((causal_run / "metrics.json").read_text())
+    assert metrics["task"] == "causal-lm"
+    assert train_loss_falls(causal_run)
+    assert len(json.loads((causal_run / "history.json").read_text())["eval"]) == 4
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-6)
+    assert metrics["test_tokens"] > 0 and metrics["adapter_bytes"] > 0
+    # The held-out generations move toward the reference answers.
+    assert metrics["sample_f1_after"] > metrics["sample_f1_before"]
+    assert (causal_run / "generations.json").is_file()
+    assert {p.name for p in (causal_run / "plots").iterdir()} == {"loss.png", "perplexity.png"}
+    info = json.loads((causal_run / "adapter" / "lorakit.json").read_text())
+    assert info["task"] == "causal-lm" and info["quantize"] is None
+    adapter_config = json.loads((causal_run / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["task_type"] == "CAUSAL_LM"
+    assert adapter_config["target_modules"] == "all-linear"
+    report = (causal_run / "report.html").read_text()
+    assert "before training" in report and "after training" in report and "the capital of" in report
+
+
+def test_generate_answers_with_the_trained_adapter(causal_run, capsys):
+    assert main(["generate", "--adapter", str(causal_run), "--json", "what is the capital of japan"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["prompt"] == "what is the capital of japan"
+    assert line["completion"].startswith("the capital of")
+
+
+def test_generate_streams_tokens_and_can_skip_the_adapter(causal_run, capsys):
+    assert main(["generate", "--adapter", str(causal_run / "adapter"), "what is the capital of peru"]) == 0
+    streamed = capsys.readouterr().out
+    assert "the capital of" in streamed
+    assert (
+        main(["generate", "--adapter", str(causal_run), "--no-adapter", "--json", "what is the capital of peru"]) == 0
+    )
+    untrained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["completion"]
+    assert not untrained.startswith("the capital of")
+
+
+def test_seq2seq_run_on_tiny_t5(tiny_t5_dir, capitals_jsonl, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(generative_args(tiny_t5_dir, capitals_jsonl, out, "seq2seq")) == 0
+    assert train_loss_falls(out)
+    adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["task_type"] == "SEQ_2_SEQ_LM"
+    sample = json.loads((out / "generations.json").read_text())[0]
+    capsys.readouterr()
+    assert main(["generate", "--adapter", str(out), "--json", sample["prompt"]]) == 0
+    assert last_json_line(capsys.readouterr().out)["completion"] == sample["after training"]
+
+
+def test_qlora_run_trains_on_a_4bit_base(tiny_causal_dir, capitals_jsonl, tmp_path):
+    out = tmp_path / "run"
+    assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", "--quantize", "nf4")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["quantized_linears"] > 0
+    assert metrics["quantized_linear_bytes"] <= 0.16 * metrics["fp32_bytes"]
+    assert train_loss_falls(out)
+    assert json.loads((out / "adapter" / "lorakit.json").read_text())["quantize"] == "nf4"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--prompt-column", "question"], "question"),
+        (["--task", "seq2seq", "--packing"], "packing applies to task causal-lm only"),
+        (["--quantize", "nf4", "--method", "full"], "cannot be combined with method full"),
+    ],
+)
+def test_bad_generative_runs_fail_with_one_line(tiny_causal_dir, capitals_jsonl, tmp_path, capsys, extra, message):
+    args = generative_args(tiny_causal_dir, capitals_jsonl, tmp_path / "run", "causal-lm")
+    assert main([*args, *extra]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+def test_seq2seq_needs_a_model(capsys):
+    assert main(["train", "--task", "seq2seq"]) == 2
+    assert "pass --model" in capsys.readouterr().err
+
+
+def test_generate_refuses_a_classification_adapter(tiny_classifier_dir, sentiment_csv, tmp_path, capsys):
+    from tiny_runs import tiny_flags
+
+    out = tmp_path / "cls"
+    assert (
+        main(["train", *tiny_flags(tiny_classifier_dir, sentiment_csv), "--output-dir", str(out), "--max-steps", "2"])
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["generate", "--adapter", str(out), "hello"]) == 2
+    assert "use lorakit predict" in capsys.readouterr().err
