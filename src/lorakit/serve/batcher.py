@@ -1,0 +1,182 @@
+"""Dynamic batching: requests queue up, one worker thread runs them in batches, futures carry results.
+
+    submit() ──► queue ──► worker: take the oldest request, then more with the same batch key until
+                           max_batch_size rows or max_wait_ms after the oldest arrived ──► run_batch
+                           ──► every request's Future resolved (result or its own error)
+
+Requests with another key (e.g. other sampling settings) wait, in order, for a later batch. A
+request whose Future was cancelled before its batch starts is skipped. If `run_batch` raises,
+the requests it left unresolved fail with that error and the worker goes on with the next batch.
+Futures are `concurrent.futures.Future`: `asyncio.wrap_future(future)` awaits one.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from lorakit.errors import LorakitError
+
+_LATENCY_WINDOW = 1000  # latencies kept for percentiles
+
+
+@dataclass
+class Request:
+    """One queued request: rows with equal `key` may share a batch; `adapter` None means the base."""
+
+    key: Hashable
+    adapter: str | None
+    payload: Any
+    future: Future = field(default_factory=Future)
+    submitted: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Queue + one worker thread calling `run_batch(requests)`, which must resolve every future.
+
+    Args:
+        run_batch: runs one batch (1..max_batch_size requests with one key) in the worker thread.
+        max_batch_size: most requests (rows) per batch.
+        max_wait_ms: how long the oldest request may wait for others to join its batch.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Request]], None],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        name: str = "lorakit-batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise LorakitError(f"max_wait_ms must be 0 or more; got {max_wait_ms}")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._waiting: collections.deque[Request] = collections.deque()  # taken from the queue, other key
+        self._closed = False
+        self._lock = threading.Lock()
+        self._counters = {"requests": 0, "completed": 0, "failed": 0, "cancelled": 0, "batches": 0}
+        self._batch_sizes: collections.Counter[int] = collections.Counter()
+        self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+        self._latency_sum = 0.0
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
+
+    def submit(self, key: Hashable, adapter: str | None, payload: Any) -> Future:
+        """Queue one request; its Future resolves to what `run_batch` sets."""
+        request = Request(key, adapter, payload)
+        with self._lock:
+            if self._closed:
+                raise LorakitError("the serving engine is shut down; start a new one")
+            self._counters["requests"] += 1
+        request.future.add_done_callback(lambda future: self._finished(request, future))
+        self._queue.put(request)
+        return request.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking requests, finish the batch being formed or run, fail the queued ones, join the worker."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        self._worker.join(timeout)
+
+    def metrics(self) -> dict:
+        """Counters: requests, completed, failed, cancelled, batches, batch_sizes {size: count},
+        queued, and latency (submit → result) in seconds: mean over all, p50/p95/max over the last 1000."""
+        with self._lock:
+            latencies = sorted(self._latencies)
+            finished = self._counters["completed"] + self._counters["failed"]
+            return {
+                **self._counters,
+                "queued": self._queue.qsize() + len(self._waiting),
+                "batch_sizes": dict(sorted(self._batch_sizes.items())),
+                "latency_s": {
+                    "mean": self._latency_sum / finished if finished else None,
+                    "p50": _percentile(latencies, 0.50),
+                    "p95": _percentile(latencies, 0.95),
+                    "max": latencies[-1] if latencies else None,
+                },
+            }
+
+    def _finished(self, request: Request, future: Future) -> None:
+        latency = time.monotonic() - request.submitted
+        with self._lock:
+            if future.cancelled():
+                self._counters["cancelled"] += 1
+                return
+            self._counters["failed" if future.exception() is not None else "completed"] += 1
+            self._latencies.append(latency)
+            self._latency_sum += latency
+
+    def _work(self) -> None:
+        while True:
+            first = self._waiting.popleft() if self._waiting else self._queue.get()
+            if first is None or self._closed:
+                if first is not None:
+                    self._waiting.appendleft(first)
+                break
+            batch, stopping = self._collect(first)
+            batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if batch:
+                self._run(batch)
+            if stopping:
+                break
+        shut_down = LorakitError("the serving engine shut down before this request ran")
+        leftovers = list(self._waiting)
+        while not self._queue.empty():
+            leftovers.append(self._queue.get())
+        for request in leftovers:
+            if request is not None and request.future.set_running_or_notify_cancel():
+                request.future.set_exception(shut_down)
+
+    def _run(self, batch: list[Request]) -> None:
+        with self._lock:
+            self._counters["batches"] += 1
+            self._batch_sizes[len(batch)] += 1
+        try:
+            self.run_batch(batch)
+        except Exception as error:  # a bug or a crash in one batch must not stop the server
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+
+    def _collect(self, first: Request) -> tuple[list[Request], bool]:
+        """`first` plus waiting/queued requests with its key; True when the stop signal was seen."""
+        batch = [first]
+        for request in list(self._waiting):
+            if len(batch) == self.max_batch_size:
+                return batch, False
+            if request.key == first.key:
+                self._waiting.remove(request)
+                batch.append(request)
+        deadline = first.submitted + self.max_wait
+        while len(batch) < self.max_batch_size:
+            try:
+                request = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                break
+            if request is None:
+                return batch, True
+            if request.key == first.key:
+                batch.append(request)
+            else:
+                self._waiting.append(request)
+        return batch, False
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return values[min(int(q * len(values)), len(values) - 1)]

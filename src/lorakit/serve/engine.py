@@ -1,0 +1,176 @@
+"""The serving engine: one base model, its adapter registry, and the batching worker.
+
+    HTTP handler ──► engine.submit_classify / submit_generate ──► Batcher queue
+                                                                     │ worker thread
+                     registry.hold(batch adapters) ◄─────────────────┤ (loads, pins, locks the model)
+                     run_classification / run_generation ◄───────────┘ (one mixed-adapter forward)
+    Future / TokenStream ◄── results, per request
+
+Settings are checked when a request is submitted (a LorakitError raised at once); an unknown or
+unfit adapter, or an input that is too long, fails that request's Future only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from lorakit.errors import LorakitError
+from lorakit.models import infer_task_type, load_model, resolve_model
+from lorakit.models.loading import load_config
+from lorakit.serve.adapters import check_name
+from lorakit.serve.batcher import Batcher, Request
+from lorakit.serve.classify import ClassifyInput, run_classification
+from lorakit.serve.generate import GenerateInput, Generation, GenerationHandle, run_generation
+from lorakit.serve.registry import DEFAULT_MAX_BYTES, AdapterRegistry
+
+SERVED_TASKS = ("SEQ_CLS", "CAUSAL_LM")
+
+
+class Engine:
+    """Serve one base model's adapters: batched, mixed-adapter classification or generation.
+
+    Args:
+        registry: the base model (`registry.model`) and its adapters; its `task_type` (SEQ_CLS or
+            CAUSAL_LM) decides what the engine serves.
+        tokenizer: the base model's tokenizer.
+        max_batch_size / max_wait_ms: batching (see `Batcher`).
+        max_input_tokens: longest classification input (default: the model's position limit).
+        bf16: run forward passes under bfloat16 autocast (about 2× faster on a CPU with AVX-512 bf16).
+    """
+
+    def __init__(
+        self,
+        registry: AdapterRegistry,
+        tokenizer,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_input_tokens: int | None = None,
+        bf16: bool = False,
+    ) -> None:
+        if registry.task_type not in SERVED_TASKS:
+            raise LorakitError(f"the engine serves task_type {' or '.join(SERVED_TASKS)}; got {registry.task_type!r}")
+        self.model = registry.model.eval()
+        self.tokenizer = tokenizer
+        self.registry = registry
+        self.task_type = registry.task_type
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+        self.max_input_tokens = max_input_tokens or self.max_positions
+        self.bf16 = bf16
+        self.batcher = Batcher(self._run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+
+    def submit_classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> Future:
+        """Queue one text (pair); the Future gives `{"label", "probability", "probabilities"}`."""
+        self._check_task("SEQ_CLS", "classify")
+        if not isinstance(text, str) or (text_pair is not None and not isinstance(text_pair, str)):
+            raise LorakitError("text (and text_pair, if given) must be strings")
+        return self.batcher.submit(("classify",), _adapter_name(adapter), ClassifyInput(text, text_pair))
+
+    def submit_generate(
+        self,
+        adapter: str | None,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> GenerationHandle:
+        """Queue one prompt; the handle's Future gives a `Generation`, its `stream` the text as it
+        is generated (iterate it, or `async for`). temperature 0: greedy."""
+        self._check_task("CAUSAL_LM", "generate")
+        if not isinstance(prompt, str):
+            raise LorakitError("prompt must be a string")
+        payload = GenerateInput(prompt, max_new_tokens, temperature, top_p)
+        future = self.batcher.submit(payload.batch_key, _adapter_name(adapter), payload)
+        return GenerationHandle(future, payload.stream)
+
+    async def classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> dict:
+        """`submit_classify`, awaited."""
+        return await asyncio.wrap_future(self.submit_classify(adapter, text, text_pair))
+
+    async def generate(
+        self,
+        adapter: str | None,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> Generation:
+        """`submit_generate`, awaited (for streaming, use `submit_generate(...).stream`)."""
+        handle = self.submit_generate(
+            adapter, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+        )
+        return await asyncio.wrap_future(handle.future)
+
+    def metrics(self) -> dict:
+        """{"batcher": Batcher.metrics(), "adapters": AdapterRegistry.stats()}."""
+        return {"batcher": self.batcher.metrics(), "adapters": self.registry.stats()}
+
+    def close(self) -> None:
+        """Finish the running batch, fail queued requests, stop the worker."""
+        self.batcher.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _check_task(self, task: str, verb: str) -> None:
+        if self.task_type != task:
+            raise LorakitError(f"this server runs a {self.task_type} model, which cannot {verb}")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        device = next(self.model.parameters()).device
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def _run_batch(self, requests: list[Request]) -> None:
+        with self.registry.hold(request.adapter for request in requests) as held:
+            if self.task_type == "SEQ_CLS":
+                run_classification(self.model, self.tokenizer, requests, held, self.max_input_tokens, self._autocast())
+            else:
+                run_generation(self.model, self.tokenizer, requests, held, self.max_positions, self._autocast())
+
+
+def load_engine(
+    base_model: str,
+    *,
+    task_type: str | None = None,
+    adapters_dir: str | Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    num_labels: int | None = None,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 5.0,
+    max_input_tokens: int | None = None,
+    bf16: bool = False,
+) -> Engine:
+    """Load `base_model` (packaged name, folder or Hub id) and its tokenizer, and start an Engine.
+
+    task_type: SEQ_CLS or CAUSAL_LM (default: inferred from the architecture); num_labels: the
+    base's own head width (adapters bring their own heads); the rest: see `AdapterRegistry` and `Engine`.
+    """
+    task = task_type or infer_task_type(load_config(base_model))
+    if task not in SERVED_TASKS:
+        raise LorakitError(f"the engine serves task_type {' or '.join(SERVED_TASKS)}; got {task!r}")
+    model = load_model(base_model, task, num_labels=num_labels).eval()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model))
+    registry = AdapterRegistry(model, base_model, adapters_dir=adapters_dir, max_bytes=max_bytes, task_type=task)
+    return Engine(
+        registry,
+        tokenizer,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_input_tokens=max_input_tokens,
+        bf16=bf16,
+    )
+
+
+def _adapter_name(adapter: str | None) -> str | None:
+    return None if adapter is None else check_name(adapter)

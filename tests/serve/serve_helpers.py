@@ -1,0 +1,99 @@
+"""Tiny models, tokenizers and adapter folders for the serving tests (all built locally, seeded)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from torch import nn
+from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+
+from lorakit.lora import LoraConfig, add_adapter, save_adapter
+from lorakit.lora.layer import ModulesToSave
+from tiny_models import VOCAB, tiny_bert, tiny_llama
+
+BASE_NAME = "tiny-base"
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # ids 0..3; words are w4 .. w99
+
+
+def tokenizer(classifier: bool) -> PreTrainedTokenizerFast:
+    """Whitespace word tokenizer over `w4 … w99` (ids 4..99, so `f"w{i}"` is token i).
+
+    classifier: wrap inputs as [CLS] … [SEP] (BERT); otherwise no special tokens are added and
+    [SEP] is the end-of-sequence token (Llama).
+    """
+    vocab = {token: i for i, token in enumerate(SPECIALS)} | {f"w{i}": i for i in range(len(SPECIALS), VOCAB)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if classifier:
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[SEP]", model_max_length=64
+    )
+
+
+def text(ids: list[int]) -> str:
+    return " ".join(f"w{i}" for i in ids)
+
+
+def add_random_adapter(
+    model: nn.Module,
+    name: str,
+    r: int,
+    task_type: str,
+    targets: list[str],
+    seed: int,
+    lora_bias: bool = False,
+) -> None:
+    """An adapter with random A, B (not the no-op init) and a random copy of any head."""
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        target_modules=targets,
+        task_type=task_type,
+        init_lora_weights=False,
+        lora_bias=lora_bias,
+    )
+    add_adapter(model, config, name)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ModulesToSave) and name in module.modules_to_save:
+                for parameter in module.modules_to_save[name].parameters():
+                    parameter.normal_()
+    model.eval()
+
+
+def bert_with_labels(num_labels: int) -> BertForSequenceClassification:
+    """tiny_bert's encoder with a `num_labels`-way head."""
+    base = tiny_bert()
+    if num_labels == base.config.num_labels:
+        return base
+    config = copy.deepcopy(base.config)
+    config.num_labels = num_labels
+    model = BertForSequenceClassification(config).eval()
+    model.bert.load_state_dict(base.bert.state_dict())
+    return model
+
+
+def write_classifier(folder: Path, r: int, num_labels: int, seed: int, info: dict | None = None) -> Path:
+    """Save a SEQ_CLS adapter of tiny_bert (with a `num_labels`-way head) to `folder`, plus lorakit.json."""
+    model = bert_with_labels(num_labels)
+    add_random_adapter(model, "default", r, "SEQ_CLS", ["query", "value"], seed)
+    save_adapter(model, folder)
+    if info is not None:
+        (folder / "lorakit.json").write_text(json.dumps(info))
+    return folder
+
+
+def write_generator(folder: Path, r: int, seed: int, targets: list[str] | None = None) -> Path:
+    """Save a CAUSAL_LM adapter of tiny_llama to `folder`."""
+    model = tiny_llama()
+    add_random_adapter(model, "default", r, "CAUSAL_LM", targets or ["q_proj", "v_proj"], seed)
+    save_adapter(model, folder)
+    return folder
