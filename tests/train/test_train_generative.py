@@ -65,7 +65,10 @@ def test_causal_run_learns_and_writes_its_outputs(causal_run):
     metrics = json.loads((causal_run / "metrics.json").read_text())
     assert metrics["task"] == "causal-lm"
     assert train_loss_falls(causal_run)
-    assert len(json.loads((causal_run / "history.json").read_text())["eval"]) == 4
+    evals = json.loads((causal_run / "history.json").read_text())["eval"]
+    # One validation before training (the base's loss), then one per epoch; the loss falls from it.
+    assert evals[0]["step"] == 0 and len(evals) == 5
+    assert min(entry["loss"] for entry in evals[1:]) < evals[0]["loss"]
     assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-6)
     assert metrics["test_tokens"] > 0 and metrics["adapter_bytes"] > 0
     # The held-out generations move toward the reference answers.
@@ -119,6 +122,17 @@ def test_qlora_run_trains_on_a_4bit_base(tiny_causal_dir, capitals_jsonl, tmp_pa
     assert metrics["quantized_linear_bytes"] <= 0.16 * metrics["fp32_bytes"]
     assert train_loss_falls(out)
     assert json.loads((out / "adapter" / "lorakit.json").read_text())["quantize"] == "nf4"
+
+
+def test_packed_run_trains_on_fewer_fuller_rows(tiny_causal_dir, capitals_jsonl, tmp_path):
+    out = tmp_path / "run"
+    extra = ["--packing", "--generation-samples", "0"]
+    assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # ~20-token examples packed into 48-token rows: about half the optimizer steps of the unpacked run.
+    assert metrics["steps"] < 0.6 * 4 * -(-metrics["train_examples"] // 16)
+    assert metrics["tokens_per_second"] > 0 and "sample_f1_after" not in metrics
+    assert train_loss_falls(out)
 
 
 @pytest.mark.parametrize(

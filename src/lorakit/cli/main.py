@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lorakit.cli import combine, compare, evaluate, generate, inspect, merge, predict, sweep, train
+from lorakit.cli import combine, compare, evaluate, generate, inspect, merge, predict, serve, sweep, train
 from lorakit.errors import LorakitError
 
 COMMANDS = {
@@ -19,6 +19,7 @@ COMMANDS = {
     "sweep": sweep,
     "merge": merge,
     "combine": combine,
+    "serve": serve,
 }
 # Commands that hand the flags they do not know to `lorakit train`.
 PASSTHROUGH = {"compare", "sweep"}

@@ -11,6 +11,7 @@ encoder input. Decoding is greedy unless a temperature > 0 asks for sampling.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -97,6 +98,33 @@ def generate_batch(
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
+def labelled_logits(
+    model: nn.Module, batch: dict[str, torch.Tensor], shift_labels: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits at the labelled positions only, and their labels: `(n, vocab)` and `(n,)`.
+
+    Causal LMs predict token t+1 at position t. Only positions whose next token is labelled (the
+    responses) go through the LM head, via transformers' boolean `logits_to_keep`: with prompts
+    unlabelled that skips most of the (batch, length, vocab) logits — SmolLM2's vocabulary is
+    49,152 wide — in memory and in compute. A model without `logits_to_keep` computes them all.
+    A seq2seq decoder's logits are aligned with its labels already (decoder inputs = labels
+    shifted right).
+    """
+    labels = batch["labels"]
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    if not shift_labels:
+        core = getattr(model, "module", model)  # under DDP
+        inputs["decoder_input_ids"] = core.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = model(**inputs).logits
+        return logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    next_labels = nn.functional.pad(labels[:, 1:], (0, 1), value=-100)
+    keep = next_labels != -100
+    if "logits_to_keep" in inspect.signature(getattr(model, "module", model).forward).parameters:
+        return model(**inputs, logits_to_keep=keep).logits, next_labels[keep]
+    logits = model(**inputs).logits
+    return logits[keep], next_labels[keep]
+
+
 @torch.no_grad()
 def response_loss(
     model: nn.Module,
@@ -107,10 +135,7 @@ def response_loss(
     autocast: contextlib.AbstractContextManager | None = None,
 ) -> tuple[float, int]:
     """Summed cross-entropy over the labelled (response) tokens of `rows`, and how many there are.
-
-    Causal LMs predict position t+1 from t (`shift_labels`); a seq2seq decoder's logits are
-    already aligned with its labels. Mean loss = sum / tokens; perplexity = exp(mean loss).
-    """
+    Mean loss = sum / tokens; perplexity = exp(mean loss)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -118,13 +143,8 @@ def response_loss(
     for start in range(0, len(rows), batch_size):
         batch = {key: value.to(device) for key, value in collate(rows[start : start + batch_size]).items()}
         with autocast or contextlib.nullcontext():
-            logits = model(**batch).logits
-        labels = batch["labels"]
-        if shift_labels:
-            logits, labels = logits[:, :-1], labels[:, 1:]
-        loss_sum += nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-        ).item()
+            logits, labels = labelled_logits(model, batch, shift_labels)
+        loss_sum += nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum").item()
         tokens += int((labels != -100).sum())
     model.train(was_training)
     return loss_sum, tokens

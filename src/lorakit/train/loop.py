@@ -109,6 +109,9 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         accelerator.wait_for_everyone()
 
     progress = Progress(total_steps, state["step"], quiet=config.quiet, silent=not accelerator.is_main_process)
+    if task.evaluate_before_training and not state["history"]["eval"]:
+        # The untrained model's validation loss: the point the curve should fall from.
+        _record_eval(evaluate("validation"), task, state, config, 0.0, progress, save_best)
     model.train()
     stop = state["step"] >= total_steps
     while not stop:
@@ -117,18 +120,17 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         started = time.perf_counter()
         accumulated, micro_batches = 0.0, 0
         for index in range(state["batch"], len(batches)):
-            batch = {
-                k: v.to(accelerator.device) for k, v in collate([splits["train"][i] for i in batches[index]]).items()
-            }
+            rows = [splits["train"][i] for i in batches[index]]
+            batch = {k: v.to(accelerator.device) for k, v in collate(rows).items()}
             last_in_epoch = index == len(batches) - 1
             sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
             # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 with autocast(precision, accelerator.device):
-                    loss = model(**batch).loss / config.gradient_accumulation_steps
+                    loss = task.training_loss(model, batch) / config.gradient_accumulation_steps
                 accelerator.backward(loss)
             accumulated, micro_batches = accumulated + loss.detach(), micro_batches + 1
-            state["tokens"] += int(batch["attention_mask"].sum())
+            state["tokens"] += sum(len(row["input_ids"]) for row in rows)  # real tokens: padding excluded
             if not sync:
                 continue
             if config.max_grad_norm:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from lorakit.train.config import TrainConfig
@@ -41,6 +42,8 @@ class Task:
     # Which validation value picks the best weights, and whether higher is better.
     selection_metric: str = "loss"
     higher_is_better: bool = False
+    # Validate once before the first step too (generation: the base model's loss to fall from).
+    evaluate_before_training: bool = False
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -53,6 +56,10 @@ class Task:
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
+
+    def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss one micro-batch trains on (the model's own by default)."""
+        return model(**batch).loss
 
     def evaluate_shard(
         self, model: nn.Module, rows: list[dict[str, Any]], collate: Any, autocast: contextlib.AbstractContextManager

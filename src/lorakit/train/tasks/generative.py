@@ -16,13 +16,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from lorakit.data.chat import CausalCollator, Seq2SeqCollator, pack_examples, tokenize_causal, tokenize_seq2seq
 from lorakit.data.generative import GenerativeExample, load_generative_data
 from lorakit.models import load_model
 from lorakit.report import html, plots
-from lorakit.tasks.generation import generate_batch, perplexity, prompt_text, response_loss
+from lorakit.tasks.generation import generate_batch, labelled_logits, perplexity, prompt_text, response_loss
 from lorakit.train.tasks.base import Task, TaskData
 
 
@@ -31,6 +32,7 @@ class CausalLMTask(Task):
     peft_task_type = "CAUSAL_LM"
     # Label positions are predicted from the position before them.
     shift_labels = True
+    evaluate_before_training = True
 
     def load_data(self, tokenizer: Any) -> TaskData:
         config = self.config
@@ -74,6 +76,12 @@ class CausalLMTask(Task):
         model.config.use_cache = False
         return model
 
+    def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy over the batch's response tokens (what the model's own loss is), with
+        logits computed at those positions only (see `labelled_logits`)."""
+        logits, labels = labelled_logits(model, batch, self.shift_labels)
+        return nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100)
+
     def evaluate_shard(
         self, model: nn.Module, rows: list[dict[str, Any]], collate: Any, autocast: contextlib.AbstractContextManager
     ) -> tuple[float, int]:
@@ -102,8 +110,12 @@ class CausalLMTask(Task):
         return {"system_prompt": self.config.system_prompt, "max_new_tokens": self.config.max_new_tokens}
 
     def samples(self, model: nn.Module, tokenizer: Any, autocast: contextlib.AbstractContextManager) -> list[dict]:
-        """Greedy generations for the first `generation_samples` test prompts, with their reference."""
-        examples = self.test_examples[: self.config.generation_samples]
+        """Greedy generations for the first `generation_samples` distinct test prompts, with their
+        reference (a question asked several times in the data keeps its first answer)."""
+        distinct = {}
+        for example in self.test_examples:
+            distinct.setdefault(repr(example.prompt_messages), example)
+        examples = list(distinct.values())[: self.config.generation_samples]
         if not examples:
             return []
         prompts = [prompt_text(tokenizer, example.prompt_messages, self.name) for example in examples]
