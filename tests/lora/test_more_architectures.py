@@ -1,4 +1,4 @@
-"""RoBERTa and Qwen2 (the issue's other named families): presets and outputs equal to PEFT's."""
+"""RoBERTa, Qwen2 and BART (other named families): presets and outputs equal to PEFT's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import copy
 import peft
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, RobertaConfig, RobertaForSequenceClassification
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 import lorakit
 
@@ -40,10 +47,30 @@ def tiny_qwen2() -> Qwen2ForCausalLM:
     return Qwen2ForCausalLM(config).eval()
 
 
+def tiny_bart() -> BartForConditionalGeneration:
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=100,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=64,
+    )
+    return BartForConditionalGeneration(config).eval()
+
+
 @pytest.mark.parametrize(
     ("build", "task_type", "preset"),
-    [(tiny_roberta, "SEQ_CLS", {"query", "value"}), (tiny_qwen2, "CAUSAL_LM", {"q_proj", "v_proj"})],
-    ids=["roberta", "qwen2"],
+    [
+        (tiny_roberta, "SEQ_CLS", {"query", "value"}),
+        (tiny_qwen2, "CAUSAL_LM", {"q_proj", "v_proj"}),
+        (tiny_bart, "SEQ_2_SEQ_LM", {"q_proj", "v_proj"}),
+    ],
+    ids=["roberta", "qwen2", "bart"],
 )
 def test_preset_targets_and_outputs_equal_peft(build, task_type: str, preset: set[str]) -> None:
     base = build()

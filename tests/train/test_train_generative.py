@@ -102,9 +102,11 @@ def test_generate_streams_tokens_and_can_skip_the_adapter(causal_run, capsys):
     assert not untrained.startswith("the capital of")
 
 
-def test_seq2seq_run_on_tiny_t5(tiny_t5_dir, capitals_jsonl, tmp_path, capsys):
+@pytest.mark.parametrize("base", ["tiny_t5_dir", "tiny_bart_dir"])
+def test_seq2seq_run(base, capitals_jsonl, tmp_path, capsys, request):
+    """T5 and BART, the two seq2seq families, train, score and generate through one code path."""
     out = tmp_path / "run"
-    assert main(generative_args(tiny_t5_dir, capitals_jsonl, out, "seq2seq")) == 0
+    assert main(generative_args(request.getfixturevalue(base), capitals_jsonl, out, "seq2seq")) == 0
     assert train_loss_falls(out)
     adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["task_type"] == "SEQ_2_SEQ_LM"
