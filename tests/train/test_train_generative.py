@@ -143,6 +143,7 @@ def test_packed_run_trains_on_fewer_fuller_rows(tiny_causal_dir, capitals_jsonl,
         (["--prompt-column", "question"], "question"),
         (["--task", "seq2seq", "--packing"], "packing applies to task causal-lm only"),
         (["--quantize", "nf4", "--method", "full"], "cannot be combined with method full"),
+        (["--max-length", "4"], "raise --max-length"),
     ],
 )
 def test_bad_generative_runs_fail_with_one_line(tiny_causal_dir, capitals_jsonl, tmp_path, capsys, extra, message):

@@ -21,6 +21,7 @@ from torch import nn
 
 from lorakit.data.chat import CausalCollator, Seq2SeqCollator, pack_examples, tokenize_causal, tokenize_seq2seq
 from lorakit.data.generative import GenerativeExample, load_generative_data
+from lorakit.errors import LorakitError
 from lorakit.models import load_model
 from lorakit.report import html, plots
 from lorakit.tasks.generation import generate_batch, labelled_logits, perplexity, prompt_text, response_loss
@@ -55,6 +56,11 @@ class CausalLMTask(Task):
             if len(kept) < len(examples):
                 notes.append(
                     f"{name}: dropped {len(examples) - len(kept)} examples whose response does not fit max_length"
+                )
+            if examples and not kept:
+                raise LorakitError(
+                    f"no {name} example fits max_length={config.max_length} with its whole response; "
+                    "raise --max-length"
                 )
             raw[name] = [example for example, _ in kept]
             splits[name] = [row for _, row in kept]
