@@ -59,8 +59,7 @@ class CausalLMTask(Task):
                 )
             if examples and not kept:
                 raise LorakitError(
-                    f"no {name} example fits max_length={config.max_length} with its whole response; "
-                    "raise --max-length"
+                    f"no {name} example fits max_length={config.max_length} with its whole response; raise --max-length"
                 )
             raw[name] = [example for example, _ in kept]
             splits[name] = [row for _, row in kept]
