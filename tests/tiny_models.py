@@ -21,6 +21,12 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A ChatML chat template, as SmolLM2's, for word tokenizers that know <|im_start|> and <|im_end|>."""
+
 VOCAB = 100
 HIDDEN = 32
 SEQ_LEN = 7
@@ -122,3 +128,17 @@ def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's logits on `batch` (no grad)."""
     with torch.no_grad():
         return model(**batch).logits
+
+
+def word_tokenizer(vocab: dict[str, int], chat_template: str | None = None, **special_tokens: Any):
+    """A fast, offline word-level tokenizer: whitespace-split words looked up in `vocab`, decoded
+    joined by spaces. `special_tokens` are PreTrainedTokenizerFast's (unk_token, pad_token, ...)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=special_tokens.get("unk_token")))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **special_tokens)
+    tokenizer.chat_template = chat_template
+    return tokenizer

@@ -23,13 +23,9 @@ from lorakit.data.chat import (
 from lorakit.data.generative import GenerativeExample, load_generative_data
 from lorakit.errors import LorakitError
 from lorakit.models import resolve_model
+from tiny_models import CHATML
 
 pytestmark = pytest.mark.packaged
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def chat(*turns: str, system: str | None = None) -> GenerativeExample:

@@ -20,18 +20,13 @@ from pathlib import Path
 import requests
 import torch
 from serve_helpers import add_random_adapter
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from adapter_folders import save_tokenizer
 from lorakit.lora import save_adapter
 from lorakit.models import load_model
-from tiny_models import tiny_bert
+from tiny_models import CHATML, tiny_bert, word_tokenizer
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 STARTUP_TIMEOUT_S = 180
 
 
@@ -48,17 +43,14 @@ def causal_base(folder: Path) -> Path:
     specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
     vocab = {token: i for i, token in enumerate(specials)} | {f"w{i}": i for i in range(len(specials), 100)}
     vocab |= {role: len(vocab) + i for i, role in enumerate(["system", "user", "assistant"])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece()  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+    tokenizer = word_tokenizer(
+        vocab,
+        CHATML,
         pad_token="<pad>",
         unk_token="<unk>",
         eos_token="<|im_end|>",
         additional_special_tokens=["<|im_start|>"],
     )
-    tokenizer.chat_template = CHATML
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(vocab),

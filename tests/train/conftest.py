@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny_models import CHATML, word_tokenizer
+
 POSITIVE = ["good", "great", "fine", "superb", "lovely", "fun"]
 NEGATIVE = ["bad", "awful", "dull", "poor", "boring", "weak"]
 NEUTRAL = ["the", "movie", "film", "was", "plot", "acting", "really", "quite", "a", "story"]
@@ -64,33 +66,21 @@ COUNTRIES = {
     "chad": "ndjamena",
 }
 QA_WORDS = ["what", "is", "the", "capital", "of", "user", "assistant", "system", "answer", "briefly"]
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
-def word_tokenizer(chat_template: str | None):
-    """A word-level fast tokenizer over the Q&A vocabulary, with ChatML special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
+def qa_tokenizer(chat_template: str | None):
+    """A word-level tokenizer over the Q&A vocabulary, with ChatML special tokens."""
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
     words = [*QA_WORDS, *COUNTRIES, *COUNTRIES.values()]
-    vocab = {token: i for i, token in enumerate([*specials, *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece()  # joins words with spaces
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
+    return word_tokenizer(
+        {token: i for i, token in enumerate([*specials, *words])},
+        chat_template,
         pad_token="<pad>",
         unk_token="<unk>",
         bos_token="<s>",
         eos_token="</s>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
-    tokenizer.chat_template = chat_template
-    return tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +91,7 @@ def tiny_causal_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = word_tokenizer(CHATML)
+    tokenizer = qa_tokenizer(CHATML)
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -127,7 +117,7 @@ def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import T5Config, T5ForConditionalGeneration
 
     folder = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = word_tokenizer(None)
+    tokenizer = qa_tokenizer(None)
     tokenizer.save_pretrained(folder)
     config = T5Config(
         vocab_size=len(tokenizer),
@@ -152,7 +142,7 @@ def tiny_bart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import BartConfig, BartForConditionalGeneration
 
     folder = tmp_path_factory.mktemp("tiny-bart")
-    tokenizer = word_tokenizer(None)
+    tokenizer = qa_tokenizer(None)
     tokenizer.save_pretrained(folder)
     config = BartConfig(
         vocab_size=len(tokenizer),
