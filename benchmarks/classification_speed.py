@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -179,12 +180,6 @@ def spawn(mode: str, steps: int | None) -> dict:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run (default 100)")
@@ -204,7 +199,7 @@ def main() -> None:
         for mode in CONTENDERS[1:]:
             runs[mode].append(spawn(mode, args.steps))
     speed = {
-        mode: {key: median([r[key] for r in results]) for key in ("tokens_per_second", "peak_memory_bytes")}
+        mode: {key: statistics.median([r[key] for r in results]) for key in ("tokens_per_second", "peak_memory_bytes")}
         | {"runs": results}
         for mode, results in runs.items()
     }

@@ -42,6 +42,7 @@ import os
 import random
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -213,12 +214,6 @@ class Worker:
         raise SystemExit(f"{self.contender} failed:\n{self.errors.read()[-3000:]}")
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="optimizer steps per contender (default 6)")
@@ -247,7 +242,7 @@ def main() -> None:
         seconds = [s["seconds"] for s in steps[contender]]
         r |= {
             "step_seconds": seconds,
-            "median_step_seconds": median(seconds[1:] or seconds),  # the first step warms up
+            "median_step_seconds": statistics.median(seconds[1:] or seconds),  # the first step warms up
             "losses": [s["loss"] for s in steps[contender]],
         }
     comparison = {}

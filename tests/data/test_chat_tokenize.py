@@ -16,7 +16,6 @@ from lorakit.data.chat import (
     IGNORE_INDEX,
     generation_prompt,
     plain_prompt,
-    seq2seq_source,
     tokenize_causal,
     tokenize_seq2seq,
 )
@@ -79,7 +78,7 @@ def test_template_labels_only_the_response_and_its_end_of_turn(chatml):
     full = chatml.apply_chat_template(example.messages, tokenize=False)
     assert features["input_ids"] == chatml(full, add_special_tokens=False)["input_ids"]
     # ...whose unlabelled prefix is exactly what generation starts from.
-    prompt = generation_prompt(chatml, example)
+    prompt = generation_prompt(chatml, example.prompt_messages)
     assert prompt.endswith("<|im_start|>assistant\n")
     assert features["input_ids"][: prompt_length(features)] == chatml(prompt, add_special_tokens=False)["input_ids"]
 
@@ -143,7 +142,7 @@ def test_templates_need_character_offsets():
 
 def test_plain_text_is_prompt_newline_response_eos(plain):
     example = chat("Hi there", "Hello friend")
-    assert generation_prompt(plain, example) == "Hi there\n"  # MiniLM has no bos
+    assert generation_prompt(plain, example.prompt_messages) == "Hi there\n"  # MiniLM has no bos
     features = tokenize_causal(plain, example, max_length=64)
     assert plain.convert_ids_to_tokens(features["input_ids"]) == ["hi", "there", "hello", "friend", "[SEP]"]
     assert labelled(plain, features) == ["hello", "friend", "[SEP]"]
@@ -207,7 +206,7 @@ def test_seq2seq_truncates_both_sides_and_keeps_eos(plain):
 
 def test_seq2seq_multi_turn_source_is_the_plain_rendering(plain):
     example = chat("hi", "hello", "bye", "ciao")
-    assert seq2seq_source(example) == "User: hi\n\nAssistant: hello\n\nUser: bye"
+    assert plain_prompt(example.prompt_messages) == "User: hi\n\nAssistant: hello\n\nUser: bye"
     ids = tokenize_seq2seq(plain, example, max_length=64, max_target_length=8)["input_ids"]
     assert plain.decode(ids, skip_special_tokens=True) == "user : hi assistant : hello user : bye"
 
@@ -242,10 +241,11 @@ def test_smollm2_labels_match_its_chat_template(smollm2):
     features = tokenize_causal(smollm2, example, max_length=256)
     assert features["input_ids"] == smollm2.apply_chat_template(example.messages, tokenize=True)["input_ids"]
     assert "".join(labelled(smollm2, features)).replace("Ġ", " ") == "2+2 is 4.<|im_end|>3+3 is 6.<|im_end|>"
-    prompt = smollm2(generation_prompt(smollm2, example), add_special_tokens=False)["input_ids"]
+    prompt = smollm2(generation_prompt(smollm2, example.prompt_messages), add_special_tokens=False)["input_ids"]
     assert features["input_ids"][: len(prompt)] == prompt
     assert features["labels"][len(prompt) - 1] == IGNORE_INDEX and features["labels"][len(prompt)] != IGNORE_INDEX
-    assert "You are a helpful AI assistant named SmolLM" in generation_prompt(smollm2, example)  # its default system
+    # SmolLM2's template adds its default system message.
+    assert "You are a helpful AI assistant named SmolLM" in generation_prompt(smollm2, example.prompt_messages)
 
 
 def test_smollm2_tokenizes_all_of_chatterbot(smollm2):

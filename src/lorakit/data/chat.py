@@ -41,14 +41,14 @@ IGNORE_INDEX = -100  # the label cross-entropy skips (torch and transformers' de
 _ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
-def generation_prompt(tokenizer: PreTrainedTokenizerBase, example: GenerativeExample) -> str:
-    """The text a causal LM continues to answer `example`: the prompt messages rendered by the
-    chat template with `add_generation_prompt=True`; without a template, `bos + prompt + "\\n"`
-    (the prompt as `plain_prompt` writes it). Tokenize it with `add_special_tokens=False`: any
-    special tokens are already in the text."""
+def generation_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """The text a causal LM continues to answer `messages` (a conversation without its answer, e.g.
+    an example's `prompt_messages`): rendered by the chat template with `add_generation_prompt=True`;
+    without a template, `bos + prompt + "\\n"` (the prompt as `plain_prompt` writes it). Tokenize it
+    with `add_special_tokens=False`: any special tokens are already in the text."""
     if tokenizer.chat_template:
-        return _render(tokenizer, example.prompt_messages, add_generation_prompt=True)
-    return (tokenizer.bos_token or "") + plain_prompt(example.prompt_messages) + "\n"
+        return _render(tokenizer, messages, add_generation_prompt=True)
+    return (tokenizer.bos_token or "") + plain_prompt(messages) + "\n"
 
 
 def plain_prompt(messages: list[dict[str, str]]) -> str:
@@ -100,7 +100,7 @@ def tokenize_causal(
             return None
         ids, labels, response_start = tokens
     else:
-        prompt = tokenizer(generation_prompt(tokenizer, example), add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(generation_prompt(tokenizer, example.prompt_messages), add_special_tokens=False)["input_ids"]
         response = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [_eos_id(tokenizer)]
         ids, labels, response_start = prompt + response, [IGNORE_INDEX] * len(prompt) + response, len(prompt)
     if len(ids) - response_start >= max_length:
@@ -154,15 +154,10 @@ def _template_tokens(
     return ids, labels, final[0]
 
 
-def seq2seq_source(example: GenerativeExample) -> str:
-    """The encoder's input text for `example`: its prompt messages as `plain_prompt` writes them."""
-    return plain_prompt(example.prompt_messages)
-
-
 def tokenize_seq2seq(
     tokenizer: PreTrainedTokenizerBase, example: GenerativeExample, max_length: int, max_target_length: int
 ) -> dict[str, list[int]]:
-    """Token ids for an encoder-decoder model: `input_ids` (the prompt, see `seq2seq_source`) and
+    """Token ids for an encoder-decoder model: `input_ids` (the prompt messages as `plain_prompt` writes them) and
     `labels` (the response).
 
     Both are tokenized with the tokenizer's special tokens and truncated by it (the source to
@@ -181,7 +176,7 @@ def tokenize_seq2seq(
                 f"{name}={length} leaves no room for text after the {special} special tokens; "
                 f"use at least {special + 1}"
             )
-    source = tokenizer(seq2seq_source(example), truncation=True, max_length=max_length)["input_ids"]
+    source = tokenizer(plain_prompt(example.prompt_messages), truncation=True, max_length=max_length)["input_ids"]
     labels = tokenizer(text_target=example.response, truncation=True, max_length=max_target_length)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is not None and (not labels or labels[-1] != eos):

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from lorakit.data.chat import generation_prompt, seq2seq_source
-from lorakit.data.generative import GenerativeExample
+from lorakit.data.chat import generation_prompt, plain_prompt
 from lorakit.errors import LorakitError
 from lorakit.models import resolve_model
 from lorakit.tasks.artifacts import artifact_folder, load_adapted_model, read_adapter_artifact, read_model_info
@@ -47,10 +46,9 @@ class TrainedGenerator:
 def prompt_text(tokenizer: Any, messages: Sequence[dict[str, str]], task: str) -> str:
     """What the model reads for `messages` (a conversation without its answer), rendered exactly as
     training rendered the prompt part of its examples."""
-    unanswered = GenerativeExample([*messages, {"role": "assistant", "content": ""}])
     if task == "seq2seq":
-        return seq2seq_source(unanswered)
-    return generation_prompt(tokenizer, unanswered)
+        return plain_prompt(list(messages))
+    return generation_prompt(tokenizer, list(messages))
 
 
 def user_messages(prompt: str, system_prompt: str | None = None) -> list[dict[str, str]]:
