@@ -17,9 +17,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.gate = threading.Event()
+        self.started = threading.Event()  # set when a batch has begun running
         self.batches: list[list[str]] = []
 
     def __call__(self, requests: list[Request]) -> None:
+        self.started.set()
         self.gate.wait(10)
         self.batches.append([request.payload for request in requests])
         if "boom" in self.batches[-1]:
@@ -59,6 +61,7 @@ def test_cancelled_requests_are_skipped_and_close_fails_the_queue() -> None:
     recorder = Recorder()
     batcher = Batcher(recorder, max_batch_size=1, max_wait_ms=0)
     running = batcher.submit("k", None, "first")
+    assert recorder.started.wait(10)  # "first" runs: close() must let it finish, not fail it as queued
     cancelled = batcher.submit("k", None, "never")
     queued = batcher.submit("k", None, "late")
     assert cancelled.cancel()

@@ -12,6 +12,7 @@ from lorakit.serve.mixed import mixed_adapters, plan_rows
 from tiny_models import VOCAB, tiny_bert, tiny_llama
 
 ROWS = ["r2", None, "r4", "r8", "r2", None]
+ONE_ADAPTER = ["r4"] * 4  # every row on one adapter: the plain LoRA path
 
 
 def reference(model, rows, run) -> list[torch.Tensor]:
@@ -48,21 +49,26 @@ def padded_batch(rows: int, length: int, seed: int = 0) -> dict[str, torch.Tenso
 def test_plan_rows_segments_rows_by_adapter() -> None:
     plan = plan_rows(["a", None, "b", "a"])
     assert plan.adapters == ("a", "b")
-    assert plan.slot.tolist() == [0, 2, 1, 0]
+    assert plan.slot.tolist() == [1, 0, 2, 1]
+    assert plan.shared_slot is None
+    assert plan_rows(["b", "b"]).shared_slot == 1 and plan_rows([None, None]).shared_slot is None
     assert [(name, rows.tolist()) for name, rows in plan.groups] == [("a", [0, 3]), (None, [1]), ("b", [2])]
 
 
-def test_classifier_rows_match_each_adapter_alone_fp32() -> None:
+@pytest.mark.parametrize("rows", [ROWS, ONE_ADAPTER])
+def test_classifier_rows_match_each_adapter_alone_fp32(rows: list[str | None]) -> None:
     model = classifier_with_adapters()
-    batch = padded_batch(len(ROWS), 9)
+    batch = padded_batch(len(rows), 9)
     with torch.no_grad():
-        with mixed_adapters(model, ROWS):
+        with mixed_adapters(model, rows):
             mixed = model(**batch).logits
-        expected = reference(model, ROWS, lambda: model(**batch).logits)
-    for i, name in enumerate(ROWS):
+        expected = reference(model, rows, lambda: model(**batch).logits)
+    for i, name in enumerate(rows):
         torch.testing.assert_close(mixed[i], expected[i], atol=1e-5, rtol=1e-5, msg=f"row {i} ({name})")
     # Rows on different adapters really differ: the test would catch rows swapped or ignored.
     assert not torch.allclose(expected[0], expected[2], atol=1e-3)
+    with torch.no_grad(), disable_adapter(model):
+        assert not torch.allclose(model(**batch).logits[0], mixed[0], atol=1e-3)  # the LoRA term counts
 
 
 def test_classifier_rows_match_under_bf16_autocast() -> None:
@@ -76,12 +82,12 @@ def test_classifier_rows_match_under_bf16_autocast() -> None:
         torch.testing.assert_close(mixed[i], expected[i], atol=5e-2, rtol=5e-2)
 
 
-def test_half_precision_base_keeps_fp32_adapters_as_the_core_does() -> None:
+@pytest.mark.parametrize("rows", [["r8", None, "r2"], ["r2", "r2"]])
+def test_half_precision_base_keeps_fp32_adapters_as_the_core_does(rows: list[str | None]) -> None:
     """A bf16 base without autocast: the LoRA term runs in the adapters' fp32, the sum is cast back."""
     model = tiny_bert().to(torch.bfloat16)
     add_random_adapter(model, "r2", 2, "SEQ_CLS", ["query", "value"], seed=1)
     add_random_adapter(model, "r8", 8, "SEQ_CLS", ["query", "value"], seed=2)
-    rows = ["r8", None, "r2"]
     batch = padded_batch(len(rows), 6)
     with torch.no_grad():
         with mixed_adapters(model, rows):

@@ -52,7 +52,7 @@ def test_loads_on_first_get_and_counts(adapters_dir: Path) -> None:
     }
     assert [entry["name"] for entry in reg.list()] == ["a", "run-d", "b", "c"]
     assert [entry["loaded"] for entry in reg.list()] == [True, True, False, False]
-    assert list_adapters(reg.model) == [first.slot, reg.get("run-d").slot]
+    assert list_adapters(reg.model) == [first.model_name, reg.get("run-d").model_name]
 
 
 def test_lru_eviction_by_bytes(adapters_dir: Path) -> None:
@@ -69,7 +69,29 @@ def test_lru_eviction_by_bytes(adapters_dir: Path) -> None:
     reg.get("b")  # reloads; a + c + b > budget, and so is c + b (b is larger than a): both go
     assert [entry["name"] for entry in reg.list() if entry["loaded"]] == ["b"]
     assert reg.stats()["loads"] == 4 and reg.stats()["evictions"] == 3
-    assert list_adapters(reg.model) == [reg.get("b").slot]
+    assert list_adapters(reg.model) == [reg.get("b").model_name]
+    assert reg.slots.names == (reg.get("b").model_name,)  # evicted adapters leave the packed slots too
+
+
+def test_packed_slots_follow_loads_evictions_and_unloads(adapters_dir: Path) -> None:
+    """After slots are freed and reused, a mixed batch on the packed slots still equals packing
+    the batch's adapters afresh."""
+    size = registry(adapters_dir).get("c").nbytes
+    reg = registry(adapters_dir, max_bytes=2 * size)
+    for name in ("a", "b", "c", "a", "run-d", "b"):
+        reg.get(name)
+    reg.unload("b")
+    reg.get("c")
+    loaded = [entry["name"] for entry in reg.list() if entry["loaded"]]
+    assert sorted(reg.slots.names) == sorted(list_adapters(reg.model)) and len(loaded) >= 2
+    rows = [reg.get(name).model_name for name in loaded] + [None]
+    ids = torch.randint(4, 100, (len(rows), 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with mixed_adapters(reg.model, rows, reg.slots):
+            packed = reg.model(input_ids=ids).logits
+        with mixed_adapters(reg.model, rows):
+            afresh = reg.model(input_ids=ids).logits
+    torch.testing.assert_close(packed, afresh, atol=1e-6, rtol=1e-6)
 
 
 def test_adapters_held_by_a_batch_are_not_evicted(adapters_dir: Path) -> None:
@@ -80,7 +102,7 @@ def test_adapters_held_by_a_batch_are_not_evicted(adapters_dir: Path) -> None:
         assert reg.stats()["loaded"] == 3  # over budget while the batch runs
         with pytest.raises(LorakitError, match="in use"):
             reg.unload("a")
-        with mixed_adapters(reg.model, [held["a"].slot, None, held["c"].slot]):
+        with mixed_adapters(reg.model, [held["a"].model_name, None, held["c"].model_name]):
             pass
     assert [entry["name"] for entry in reg.list() if entry["loaded"]] == ["c"]
 
@@ -173,7 +195,7 @@ def test_classifiers_with_different_label_counts_share_the_base(tmp_path: Path) 
     rows = [reg.load(two), None, reg.load(four)]
     assert rows[0].label_names == ("no", "yes") and len(rows[2].label_names) == 4
     ids = torch.randint(4, 100, (3, 6), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), mixed_adapters(reg.model, [info.slot if info else None for info in rows]):
+    with torch.no_grad(), mixed_adapters(reg.model, [info.model_name if info else None for info in rows]):
         mixed = reg.model(input_ids=ids).logits
     assert mixed.shape == (3, 4)
     assert torch.isinf(mixed[0, 2:]).all() and torch.isinf(mixed[1, 3:]).all()
@@ -207,7 +229,7 @@ def test_concurrent_gets_and_batches_keep_model_and_books_in_step(adapters_dir: 
             for _ in range(15):
                 if seed == 0:
                     with reg.hold(rng.sample(names, 2)) as held:
-                        slots = [info.slot for info in held.values()]
+                        slots = [info.model_name for info in held.values()]
                         assert set(slots) <= set(list_adapters(reg.model))
                 else:
                     reg.get(rng.choice(names))
@@ -225,3 +247,14 @@ def test_concurrent_gets_and_batches_keep_model_and_books_in_step(adapters_dir: 
     assert len(list_adapters(reg.model)) == len(loaded)
     stats = reg.stats()
     assert stats["loads"] - stats["evictions"] == len(loaded)
+
+
+def test_an_adapter_trained_on_a_4bit_base_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_classifier(tmp_path / "q", r=2, num_labels=2, seed=0, info=INFO | {"quantize": "nf4"})
+    reg = registry(tmp_path)
+    with caplog.at_level("WARNING", logger="lorakit.serve"):
+        info = reg.get("q")
+    assert info.quantize == "nf4" and reg.list()[0]["quantize"] == "nf4"
+    assert "trained on a nf4-quantized base" in caplog.text

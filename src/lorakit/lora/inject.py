@@ -160,7 +160,7 @@ def delete_adapter(model: nn.Module, adapter_name: str) -> None:
     state = adapter_state(model)
     if adapter_name not in state.configs:
         raise LorakitError(f"no adapter named {adapter_name!r}; this model has {_names(state)}")
-    for name, module in list(model.named_modules()):
+    for name, module in list(named_wrappers(model)):
         if isinstance(module, LoraLinear) and adapter_name in module.lora_A:
             module.delete_adapter(adapter_name)
             if not module.lora_A:
@@ -183,7 +183,30 @@ def list_adapters(model: nn.Module) -> list[str]:
 
 
 def lora_layers(model: nn.Module) -> list[LoraLinear]:
-    return [module for module in model.modules() if isinstance(module, LoraLinear)]
+    return [module for _, module in named_wrappers(model) if isinstance(module, LoraLinear)]
+
+
+def named_wrappers(model: nn.Module) -> Iterator[tuple[str, LoraLinear | ModulesToSave]]:
+    """(path, wrapper) for every LoraLinear and ModulesToSave, in module order.
+
+    Unlike filtering `named_modules()`, the walk does not enter the wrappers, whose per-adapter
+    modules grow with every adapter: with n adapters on the model, work per call stays O(model),
+    not O(n · model), which keeps loading n adapters one by one from costing O(n²).
+    """
+    seen: set[int] = set()
+
+    def walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, LoraLinear | ModulesToSave]]:
+        for name, child in module.named_children():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, (LoraLinear, ModulesToSave)):
+                yield path, child
+            else:
+                yield from walk(child, path)
+
+    return walk(model, "")
 
 
 def _update_trainable(model: nn.Module) -> None:
@@ -195,7 +218,7 @@ def _update_trainable(model: nn.Module) -> None:
     if name is None or state.configs[name].inference_mode:
         return
     config = state.configs[name]
-    for module in model.modules():
+    for _, module in named_wrappers(model):
         if isinstance(module, LoraLinear) and name in module.lora_A:
             module.lora_A[name].requires_grad_(True)
             module.lora_B[name].requires_grad_(True)
@@ -219,9 +242,8 @@ def base_bias_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def _set_active(model: nn.Module, adapter_name: str | None) -> None:
-    for module in model.modules():
-        if isinstance(module, (LoraLinear, ModulesToSave)):
-            module.active_adapter = adapter_name
+    for _, module in named_wrappers(model):
+        module.active_adapter = adapter_name
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

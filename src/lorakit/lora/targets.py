@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -105,11 +106,10 @@ def find_targets(model: nn.Module, config: LoraConfig, existing_lora_types: tupl
     """
     spec = resolve_target_spec(model, config)
     saved = config.heads_to_save()
-    inner = _inner_names(model, existing_lora_types)
     targets = []
     matched_non_linear = []
-    for name, module in model.named_modules():
-        if not name or name in inner or is_in_saved_module(name, saved):
+    for name, module in _named_modules_outside(model, existing_lora_types):
+        if is_in_saved_module(name, saved):
             continue
         if config.exclude_modules and matches_name(config.exclude_modules, name):
             continue
@@ -130,7 +130,11 @@ def find_targets(model: nn.Module, config: LoraConfig, existing_lora_types: tupl
     # Every name the user listed must name some Linear layer (exclusions and layer filters may
     # then drop it on purpose); presets and "all-linear" are not listed names.
     if isinstance(config.target_modules, list):
-        linear = [n for n, m in model.named_modules() if isinstance(m, LINEAR_TYPES + existing_lora_types)]
+        linear = [
+            n
+            for n, m in _named_modules_outside(model, existing_lora_types)
+            if isinstance(m, LINEAR_TYPES + existing_lora_types)
+        ]
         unused = [entry for entry in spec if not any(matches_name([entry], n) for n in linear)]
         if unused:
             raise LorakitError(_no_match_message(model, unused, matched_non_linear))
@@ -158,14 +162,23 @@ def _head_names(model: nn.Module, config: LoraConfig) -> list[str]:
     return names
 
 
-def _inner_names(model: nn.Module, wrapper_types: tuple[type, ...]) -> set[str]:
-    inner = set()
-    if not wrapper_types:
-        return inner
-    for prefix, module in model.named_modules():
-        if isinstance(module, wrapper_types):
-            inner |= {f"{prefix}.{suffix}" for suffix, _ in module.named_modules() if suffix}
-    return inner
+def _named_modules_outside(model: nn.Module, wrapper_types: tuple[type, ...]) -> Iterator[tuple[str, nn.Module]]:
+    """`model.named_modules()` without the root and without the children of `wrapper_types`
+    modules (the wrappers themselves are yielded): those children (`lora_A`, `base_layer`, …)
+    are never targets, and skipping them keeps the walk O(model) however many adapters it holds."""
+    seen: set[int] = set()
+
+    def walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+        for name, child in module.named_children():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = f"{prefix}.{name}" if prefix else name
+            yield path, child
+            if not isinstance(child, wrapper_types):
+                yield from walk(child, path)
+
+    return walk(model, "")
 
 
 def _no_match_message(model: nn.Module, spec: list[str] | str, non_linear: list[str]) -> str:

@@ -34,21 +34,26 @@ CLASSIFICATION_TASKS = ("SEQ_CLS", "TOKEN_CLS")
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """A loaded adapter: its public name, its name on the model (`slot`), and what serving needs.
+    """A loaded adapter: its public name, its name on the base model (`model_name`), and what serving needs.
 
     label_names: the classifier's labels in head order (None for non-classification adapters).
     max_length: the token length it was trained with, from lorakit.json (None when unknown).
-    nbytes: bytes of its tensors in memory (LoRA A/B and head copies): what the budget counts.
+    nbytes: bytes of its tensors in memory (LoRA A/B, head copies and its packed rows for mixed
+        batches): what the budget counts.
+    quantize: the 4-bit method its base was quantized with while it trained ("nf4", ...), None
+        for a full-precision base. The shared base is served unquantized, so such an adapter's
+        outputs differ slightly from what it gave in training (as in vLLM and LoRAX).
     """
 
     name: str
-    slot: str
+    model_name: str
     path: Path
     task_type: str | None
     base_model: str | None
     label_names: tuple[str, ...] | None
     max_length: int | None
     nbytes: int
+    quantize: str | None = None
 
 
 def check_name(name: str) -> str:
@@ -132,14 +137,14 @@ def _name_keys(name: str) -> set[str]:
     return keys
 
 
-def label_names(model: nn.Module, slot: str, config: LoraConfig, info: dict, name: str) -> tuple[str, ...] | None:
+def label_names(model: nn.Module, adapter: str, config: LoraConfig, info: dict, name: str) -> tuple[str, ...] | None:
     """A classification adapter's labels: lorakit.json's, else LABEL_0.. for its head's width."""
     if config.task_type not in CLASSIFICATION_TASKS:
         return None
     widths = [
-        [m for m in wrapper.modules_to_save[slot].modules() if isinstance(m, nn.Linear)][-1].out_features
+        [m for m in wrapper.modules_to_save[adapter].modules() if isinstance(m, nn.Linear)][-1].out_features
         for wrapper in model.modules()
-        if isinstance(wrapper, ModulesToSave) and slot in wrapper.modules_to_save
+        if isinstance(wrapper, ModulesToSave) and adapter in wrapper.modules_to_save
     ]
     if not widths:
         raise LorakitError(f"classification adapter {name!r} has no head; it needs its classifier weights")
@@ -151,14 +156,15 @@ def label_names(model: nn.Module, slot: str, config: LoraConfig, info: dict, nam
     return tuple(str(label) for label in names)
 
 
-def adapter_nbytes(model: nn.Module, slot: str) -> int:
-    """Bytes held by adapter `slot` on `model`: its A/B weights and its copies of heads to save."""
+def adapter_nbytes(model: nn.Module, adapter: str) -> int:
+    """Bytes held by `adapter` on `model`: its A/B weights and its copies of heads to save."""
     tensors: list[torch.Tensor] = []
     for module in model.modules():
-        if isinstance(module, LoraLinear) and slot in module.lora_A:
-            tensors += [*module.lora_A[slot].parameters(), *module.lora_B[slot].parameters()]
-        elif isinstance(module, ModulesToSave) and slot in module.modules_to_save:
-            tensors += [*module.modules_to_save[slot].parameters(), *module.modules_to_save[slot].buffers()]
+        if isinstance(module, LoraLinear) and adapter in module.lora_A:
+            tensors += [*module.lora_A[adapter].parameters(), *module.lora_B[adapter].parameters()]
+        elif isinstance(module, ModulesToSave) and adapter in module.modules_to_save:
+            copy_ = module.modules_to_save[adapter]
+            tensors += [*copy_.parameters(), *copy_.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
 
 

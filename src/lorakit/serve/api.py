@@ -169,6 +169,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits = L
             "task_type": info.task_type,
             "nbytes": info.nbytes,
             "label_names": list(info.label_names) if info.label_names else None,
+            "quantize": info.quantize,
         }
 
     @app.delete("/v1/adapters/{name}")

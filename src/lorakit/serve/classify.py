@@ -12,6 +12,7 @@ from lorakit.errors import LorakitError
 from lorakit.serve.adapters import AdapterInfo
 from lorakit.serve.batcher import Request
 from lorakit.serve.mixed import mixed_adapters
+from lorakit.serve.slots import AdapterSlots
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ def run_classification(
     held: dict[str, AdapterInfo | LorakitError],
     max_input_tokens: int,
     autocast: contextlib.AbstractContextManager,
+    slots: AdapterSlots | None = None,
 ) -> None:
     """Classify one batch; each request's Future gets `{"label", "probability", "probabilities"}`
     (as `lorakit predict`), or its own error.
@@ -49,7 +51,8 @@ def run_classification(
         return
     device = next(model.parameters()).device
     batch = tokenizer.pad(encoded, padding=True, return_tensors="pt").to(device)
-    with torch.no_grad(), autocast, mixed_adapters(model, [info.slot if info else None for _, info, _ in rows]):
+    row_adapters = [info.model_name if info else None for _, info, _ in rows]
+    with torch.no_grad(), autocast, mixed_adapters(model, row_adapters, slots):
         logits = model(**batch).logits.float()
     for i, (request, _, labels) in enumerate(rows):
         probabilities = torch.softmax(logits[i, : len(labels)], dim=-1).tolist()

@@ -132,11 +132,14 @@ class Engine:
         return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def _run_batch(self, requests: list[Request]) -> None:
+        slots = self.registry.slots
         with self.registry.hold(request.adapter for request in requests) as held:
             if self.task_type == "SEQ_CLS":
-                run_classification(self.model, self.tokenizer, requests, held, self.max_input_tokens, self._autocast())
+                run_classification(
+                    self.model, self.tokenizer, requests, held, self.max_input_tokens, self._autocast(), slots
+                )
             else:
-                run_generation(self.model, self.tokenizer, requests, held, self.max_positions, self._autocast())
+                run_generation(self.model, self.tokenizer, requests, held, self.max_positions, self._autocast(), slots)
 
 
 def load_engine(
@@ -161,7 +164,14 @@ def load_engine(
         raise LorakitError(f"the engine serves task_type {' or '.join(SERVED_TASKS)}; got {task!r}")
     model = load_model(base_model, task, num_labels=num_labels).eval()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model))
-    registry = AdapterRegistry(model, base_model, adapters_dir=adapters_dir, max_bytes=max_bytes, task_type=task)
+    registry = AdapterRegistry(
+        model,
+        base_model,
+        adapters_dir=adapters_dir,
+        max_bytes=max_bytes,
+        task_type=task,
+        pack_dtype=torch.bfloat16 if bf16 else None,  # the dtype the batches' autocast computes in
+    )
     return Engine(
         registry,
         tokenizer,

@@ -21,6 +21,7 @@ from lorakit.errors import LorakitError
 from lorakit.serve.adapters import AdapterInfo
 from lorakit.serve.batcher import Request
 from lorakit.serve.mixed import mixed_adapters
+from lorakit.serve.slots import AdapterSlots
 from lorakit.serve.stream import TokenStream
 
 
@@ -90,6 +91,7 @@ def run_generation(
     held: dict[str, AdapterInfo | LorakitError],
     max_positions: int,
     autocast: contextlib.AbstractContextManager,
+    slots: AdapterSlots | None = None,
 ) -> None:
     """Generate for one batch of requests with equal sampling settings; resolve each Future."""
     live: list[tuple[Request, AdapterInfo | None, list[int]]] = []
@@ -133,7 +135,8 @@ def run_generation(
         pad_token_id=_pad_id(tokenizer, rows.eos_ids),
     )
     try:
-        with torch.no_grad(), autocast, mixed_adapters(model, [info.slot if info else None for _, info, _ in live]):
+        row_adapters = [info.model_name if info else None for _, info, _ in live]
+        with torch.no_grad(), autocast, mixed_adapters(model, row_adapters, slots):
             model.generate(
                 **batch,
                 generation_config=config,

@@ -1,7 +1,7 @@
 r"""Mixed-adapter batches: every row of one forward pass runs its own adapter, or none.
 
     rows:   0 → "a"    1 → None    2 → "b"    3 → "a"          RowPlan (metadata, built once per batch)
-                                                                slot = [0, 2, 1, 0]   (2 = the zero slot)
+                                                                slot = [1, 0, 2, 1]   (0 = the zero slot)
     x : (batch, seq, in)
       ├──► W·x + b                           one base matmul for the whole batch
       └──► A_rows = A[slot] (batch, r_max, in)    B_rows = B[slot] (batch, r_max, out)      gather (BGMV)
@@ -9,19 +9,20 @@ r"""Mixed-adapter batches: every row of one forward pass runs its own adapter, o
 
     y[i] = W·x[i] + b + s_i · B_i·A_i·x[i]          y[i] = W·x[i] + b  for a row with no adapter
 
-Per layer, the batch's adapters are packed once per `mixed_adapters` block (`PackedLora`): A and B
-zero-padded to the largest rank of the batch, the scaling s_i folded into B, plus a zero slot for
-rows without an adapter. Zero padding adds exact zeros, so a row equals its adapter run alone up
-to the rounding of the reassociated product. Heads to save (`ModulesToSave`, e.g. a classifier)
-run once per group of rows that share an adapter.
+A and B come from the layer's `AdapterSlots` stacks (`lorakit/serve/slots.py`): adapters packed
+by slot, zero-padded to the layer's largest rank, the scaling s_i folded into B, slot 0 all zeros.
+A server packs each adapter once, when it loads; without slots the block packs the batch's
+adapters itself. Zero padding adds exact zeros, so a row equals its adapter run alone up to the
+rounding of the reassociated product. Heads to save (`ModulesToSave`, e.g. a classifier) run once
+per group of rows that share an adapter.
 
-Why gather + `bmm` (BGMV) rather than a pair of matmuls per contiguous adapter segment (SGMV-like,
-rows sorted by adapter): measured with `benchmarks/serve_mixed.py --kernels` (one CPU thread, r=8;
-benchmarks/results-serve.json, "kernels_us"), the LoRA term of a 32×128×384 prefill layer took
-1.7-2.2 ms with BGMV and 2.4-3.2 ms with segments for 1, 8 or 32 adapters (the base Linear: 25
-ms); for a 32×1×576 decode step, 153/153/234 µs against 20/160/506 µs. Segments win only for
-decoding with one adapter, by ~0.13 ms per layer (~2 % of a SmolLM2 decode step); one code
-path is kept.
+How the LoRA term is computed (`lorakit/serve/bgmv.py`): gathered weights and two batched
+matmuls, or for one token per row (decoding) a compiled kernel that reads each row's weights in
+place. Not one pair of matmuls per contiguous adapter segment (SGMV-like, rows sorted by adapter):
+measured with `benchmarks/serve_mixed.py --kernels` (one CPU thread, r=8), a 32×128 prefill
+layer (384→384) took 0.47-0.55 ms gathered in bf16 against 0.47-2.2 ms in segments for 1 to 128
+adapters (the base Linear: 5.6 ms), and segments only win a decode step when one adapter or a
+few share the batch.
 
 The LoRA core knows nothing of this: for the duration of the block each wrapper's `forward` is
 shadowed by an instance attribute that runs the mixed computation, and removed on exit.
@@ -39,8 +40,10 @@ import torch
 from torch import nn
 
 from lorakit.errors import LorakitError
-from lorakit.lora.inject import STATE_ATTRIBUTE
+from lorakit.lora.inject import STATE_ATTRIBUTE, named_wrappers
 from lorakit.lora.layer import LoraLinear, ModulesToSave
+from lorakit.serve.bgmv import add_lora_delta_
+from lorakit.serve.slots import ZERO_SLOT, AdapterSlots, PackedLora
 
 _IN_MIXED_MODE = "_lorakit_mixed_rows"
 
@@ -51,7 +54,7 @@ class RowPlan:
 
     rows: the adapter name of each row (None: base model only), length = batch.
     adapters: the distinct adapter names, in order of first appearance.
-    slot: (batch,) long; row i uses `adapters[slot[i]]`, or the zero slot `len(adapters)`.
+    slot: (batch,) long; row i's slot in the layers' stacks (0: the zero slot, no adapter).
     groups: (adapter or None, (rows,) long indices) for every adapter the batch uses: heads run per group.
     """
 
@@ -59,99 +62,37 @@ class RowPlan:
     adapters: tuple[str, ...]
     slot: torch.Tensor
     groups: tuple[tuple[str | None, torch.Tensor], ...]
+    shared_slot: int | None = None  # the slot every row uses, when all rows share one adapter
 
     @property
     def batch_size(self) -> int:
         return len(self.rows)
 
 
-def plan_rows(rows: Sequence[str | None], device: torch.device | str = "cpu") -> RowPlan:
-    """Build the `RowPlan` of a batch whose row i uses adapter `rows[i]` (None: no adapter)."""
+def plan_rows(
+    rows: Sequence[str | None], slots: AdapterSlots | None = None, device: torch.device | str = "cpu"
+) -> RowPlan:
+    """Build the `RowPlan` of a batch whose row i uses adapter `rows[i]` (None: no adapter).
+
+    slots: where the adapters are packed; None numbers them 1, 2, … in order of first appearance,
+    as `AdapterSlots.packing(model, plan.adapters)` packs them.
+    """
     rows = tuple(rows)
     adapters = tuple(dict.fromkeys(name for name in rows if name is not None))
-    position = {name: i for i, name in enumerate(adapters)}
-    slot = torch.tensor([position.get(name, len(adapters)) for name in rows], dtype=torch.long, device=device)
+    slot_of = {name: slots.slot(name) if slots is not None else i + 1 for i, name in enumerate(adapters)}
+    slot = torch.tensor([slot_of.get(name, ZERO_SLOT) for name in rows], dtype=torch.long, device=device)
     members: dict[str | None, list[int]] = {}
     for i, name in enumerate(rows):
         members.setdefault(name, []).append(i)
     groups = tuple((name, torch.tensor(ids, dtype=torch.long, device=device)) for name, ids in members.items())
-    return RowPlan(rows, adapters, slot, groups)
-
-
-@dataclass(frozen=True)
-class PackedLora:
-    """One layer's adapters for one batch, ready for `add_lora_delta_`.
-
-    A: (n + 1, r_max, in) — the adapters' lora_A, zero-padded to r_max; slot n is zero.
-    B: (n + 1, r_max, out) — scaling · lora_Bᵀ, zero-padded likewise.
-    bias: (n + 1, out) — scaling · lora_B.bias, or None when no adapter of the batch has one.
-    """
-
-    A: torch.Tensor
-    B: torch.Tensor
-    bias: torch.Tensor | None
-
-
-def pack_layer(layer: LoraLinear, adapters: Sequence[str]) -> PackedLora | None:
-    """Pack `adapters` of `layer` (those it lacks get zeros); None when it has none of them.
-
-    One `torch.stack` per tensor rather than a copy per adapter: packing runs once per batch for
-    every LoRA layer, so its Python overhead counts.
-    """
-    present = [name for name in adapters if name in layer.lora_A]
-    if not present:
-        return None
-    r_max = max(layer.rank(name) for name in present)
-    reference = layer.lora_A[present[0]].weight
-    with torch.no_grad():
-        A = _stacked([layer.lora_A[n].weight if n in layer.lora_A else None for n in adapters], r_max, reference)
-        B = _stacked([layer.lora_B[n].weight.T if n in layer.lora_B else None for n in adapters], r_max, reference)
-        scaling = torch.tensor([layer.scaling.get(n, 0.0) for n in adapters] + [0.0], dtype=B.dtype, device=B.device)
-        B.mul_(scaling.view(-1, 1, 1))
-        bias = None
-        biases = [layer.lora_B[n].bias if n in layer.lora_B else None for n in adapters]
-        if any(b is not None for b in biases):
-            zero = reference.new_zeros(layer.out_features)
-            bias = torch.stack([zero if b is None else b for b in biases] + [zero]) * scaling.view(-1, 1)
-    return PackedLora(A, B, bias)
-
-
-def _stacked(weights: list[torch.Tensor | None], r_max: int, like: torch.Tensor) -> torch.Tensor:
-    """(n + 1, r_max, features) from n (r, features) weights: zero-padded to r_max, None and slot n zero."""
-    features = next(w for w in weights if w is not None).shape[1]
-    zero = like.new_zeros(r_max, features)
-    padded = [
-        zero if w is None else w if w.shape[0] == r_max else nn.functional.pad(w, (0, 0, 0, r_max - w.shape[0]))
-        for w in weights
-    ]
-    return torch.stack([*padded, zero])
-
-
-def add_lora_delta_(result: torch.Tensor, x: torch.Tensor, packed: PackedLora, slot: torch.Tensor) -> torch.Tensor:
-    """result[i] += s_i · B_i·A_i·x[i] in place, for x (batch, ..., in), result (batch, ..., out).
-
-    Two batched matmuls on the weights gathered per row (BGMV); the zero slot adds exact zeros.
-    `A_rows @ xᵀ` (batch, r, L) runs along both operands' contiguous axes (0.5 ms on one CPU thread
-    for 32×128×384, r=8, where `x @ A_rowsᵀ` took 1.9 ms), and the second product accumulates
-    straight into `result` (`baddbmm_`) instead of filling a new (batch, L, out) tensor, whose
-    fresh allocation alone costs page faults.
-    """
-    batch = x.shape[0]
-    flat = x.reshape(batch, -1, x.shape[-1])
-    low = torch.bmm(packed.A.index_select(0, slot), flat.transpose(1, 2)).transpose(1, 2)  # (batch, L, r)
-    up = packed.B.index_select(0, slot)
-    out = result.view(batch, -1, result.shape[-1])
-    if low.dtype == out.dtype:
-        out.baddbmm_(low, up.to(out.dtype))
-    else:  # fp32 adapters on a half-precision base: the update is summed in fp32, as LoraLinear does
-        out.add_(torch.bmm(low, up))
-    if packed.bias is not None:
-        out.add_(packed.bias.index_select(0, slot).unsqueeze(1))
-    return result
+    shared = slot_of[adapters[0]] if len(members) == 1 and adapters else None
+    return RowPlan(rows, adapters, slot, groups, shared)
 
 
 @contextlib.contextmanager
-def mixed_adapters(model: nn.Module, row_adapters: Sequence[str | None]) -> Iterator[RowPlan]:
+def mixed_adapters(
+    model: nn.Module, row_adapters: Sequence[str | None], slots: AdapterSlots | None = None
+) -> Iterator[RowPlan]:
     """Run row i of every forward pass inside the block with adapter `row_adapters[i]` (None: base).
 
     `with mixed_adapters(model, ["a", None, "b"]): logits = model(**batch).logits` gives, in row
@@ -163,6 +104,10 @@ def mixed_adapters(model: nn.Module, row_adapters: Sequence[str | None]) -> Iter
     Heads to save whose adapters have different output widths (classifiers with different label
     counts) return the widest width; a row's columns past its own head's width are -inf, so
     softmax gives them probability 0 and `logits[i, :n_labels_i]` are the row's own logits.
+
+    slots: the model's adapters packed once (`AdapterSlots`), as a server keeps them; every row's
+    adapter must have a slot. None: the block packs the batch's adapters for itself (their
+    current weights; for one batch this costs about what packing at load time saves).
 
     Inference only: dropout is not applied, so a model in training mode is refused, as is one with
     a merged adapter or one already inside another `mixed_adapters` block.
@@ -176,14 +121,23 @@ def mixed_adapters(model: nn.Module, row_adapters: Sequence[str | None]) -> Iter
         raise LorakitError("mixed_adapters is for inference; call model.eval() first")
     if getattr(model, _IN_MIXED_MODE, None) is not None:
         raise LorakitError("this model is already inside a mixed_adapters block; they cannot nest")
-    wrappers = [m for m in model.modules() if isinstance(m, (LoraLinear, ModulesToSave))]
-    merged = [m.merged_adapter for m in wrappers if isinstance(m, LoraLinear) and m.merged_adapter is not None]
+    wrappers = list(named_wrappers(model))
+    merged = [m.merged_adapter for _, m in wrappers if isinstance(m, LoraLinear) and m.merged_adapter is not None]
     if merged:
         raise LorakitError(f"adapter {merged[0]!r} is merged into the base weights; unmerge_adapter it first")
     parameter = next(model.parameters(), None)
-    plan = plan_rows(row_adapters, parameter.device if parameter is not None else "cpu")
-    with torch.no_grad():
-        forwards = {module: _mixed_forward(module, plan) for module in wrappers}
+    plan = plan_rows(row_adapters, slots, parameter.device if parameter is not None else "cpu")
+    if slots is None:
+        slots = AdapterSlots.packing(model, plan.adapters)
+    elif slots.model is not model:
+        raise LorakitError("these adapter slots were packed from another model")
+    used = {slots.slot(name) for name in plan.adapters}
+    forwards = {}
+    for path, module in wrappers:
+        if isinstance(module, ModulesToSave):
+            forwards[module] = functools.partial(_head_forward, module, plan)
+        elif isinstance(module, LoraLinear):
+            forwards[module] = functools.partial(_lora_forward, module, slots.packed(path, module, used), plan)
     setattr(model, _IN_MIXED_MODE, plan)
     for module, forward in forwards.items():
         module.forward = forward
@@ -193,12 +147,6 @@ def mixed_adapters(model: nn.Module, row_adapters: Sequence[str | None]) -> Iter
         for module in forwards:
             del module.forward
         delattr(model, _IN_MIXED_MODE)
-
-
-def _mixed_forward(module: LoraLinear | ModulesToSave, plan: RowPlan) -> Any:
-    if isinstance(module, ModulesToSave):
-        return functools.partial(_head_forward, module, plan)
-    return functools.partial(_lora_forward, module, pack_layer(module, plan.adapters), plan)
 
 
 def _check_rows(x: torch.Tensor, plan: RowPlan) -> None:
@@ -222,7 +170,7 @@ def _lora_forward(
     if not torch.is_autocast_enabled(x.device.type):
         x = x.to(packed.A.dtype)
     # base(x) is a fresh tensor of this call: adding into it in place is safe.
-    return add_lora_delta_(result.contiguous(), x, packed, plan.slot)
+    return add_lora_delta_(result.contiguous(), x, packed, plan.slot, plan.shared_slot)
 
 
 def _head_forward(wrapper: ModulesToSave, plan: RowPlan, *args: Any, **kwargs: Any) -> torch.Tensor:

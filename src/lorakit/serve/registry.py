@@ -2,31 +2,38 @@
 
     get("sst2") ──► loaded? ── yes ──► most recently used, return it
                         └── no ──► adapters_dir/sst2 (or its explicit path) ──► checks ──► load onto
-                                   the base under a fresh slot name ──► evict least recently used
-                                   adapters, not held by the running batch, until the budget holds
+                                   the base under a fresh name ──► pack it into the mixed-batch
+                                   slots ──► evict least recently used adapters, not held by the
+                                   running batch, until the budget holds
 
-Each adapter lives on the base model as a lorakit adapter named by a slot (`serve0`, `serve1`, …,
-never reused), so public names need not be valid lorakit names and a reloaded adapter never meets
-stale state. Two locks: `model_lock` serialises everything that changes or runs the model
-(loading, unloading, eviction, a batch's forward passes, which take it through `hold`);
-a private lock guards the bookkeeping, so listing and metrics never wait for a batch.
+Each adapter lives on the base model as a lorakit adapter under a fresh name (`serve0`, `serve1`,
+…, never reused), so public names need not be valid lorakit names and a reloaded adapter never
+meets stale state. It is also packed once into `slots` (`AdapterSlots`), which every mixed batch
+indexes, so no batch copies adapter weights.
+
+Two locks: `model_lock` serialises everything that changes or runs the model (loading, unloading,
+eviction, a batch's forward passes, which take it through `hold`); a private lock guards the
+bookkeeping, so listing and metrics never wait for a batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from lorakit.errors import LorakitError
 from lorakit.lora import delete_adapter, load_adapter, read_adapter, set_adapter
 from lorakit.lora.io import CONFIG_NAME
 from lorakit.models import resolve_model
+from lorakit.quant import is_quantized
 from lorakit.serve.adapters import (
     AdapterInfo,
     adapter_nbytes,
@@ -37,9 +44,11 @@ from lorakit.serve.adapters import (
     is_name,
     label_names,
 )
+from lorakit.serve.slots import AdapterSlots
 from lorakit.tasks.artifacts import artifact_folder, read_model_info
 
 DEFAULT_MAX_BYTES = 256 * 2**20
+logger = logging.getLogger("lorakit.serve")
 
 
 class AdapterRegistry:
@@ -54,6 +63,8 @@ class AdapterRegistry:
         max_bytes: budget for the adapters' tensors in memory; least recently used adapters are
             evicted beyond it (they reload on their next request).
         task_type: the server's task ("SEQ_CLS", "CAUSAL_LM", ...); adapters of another task are refused.
+        pack_dtype: dtype of the packed slots (None: the adapters' own); bfloat16 for a server
+            running under bf16 autocast.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class AdapterRegistry:
         adapters_dir: str | Path | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         task_type: str | None = None,
+        pack_dtype: torch.dtype | None = None,
     ) -> None:
         if max_bytes <= 0:
             raise LorakitError(f"max_bytes must be a positive number of bytes; got {max_bytes}")
@@ -79,7 +91,8 @@ class AdapterRegistry:
         self._loaded: OrderedDict[str, AdapterInfo] = OrderedDict()  # least recently used first
         self._paths: dict[str, Path] = {}  # adapters loaded by explicit path
         self._pins: dict[str, int] = {}
-        self._slots = itertools.count()
+        self._model_names = (f"serve{i}" for i in itertools.count())
+        self.slots = AdapterSlots(model, dtype=pack_dtype)
         self._server_bases = (base_model, resolve_model(base_model), getattr(model.config, "_name_or_path", "") or "")
         self.counters = {"loads": 0, "evictions": 0, "hits": 0, "misses": 0}
 
@@ -133,13 +146,13 @@ class AdapterRegistry:
                     raise LorakitError(f"adapter {name!r} is in use by the running batch; retry when it finishes")
                 info = self._loaded.pop(name)
                 self._paths.pop(name, None)
-            delete_adapter(self.model, info.slot)
+            self._drop(info)
 
     def list(self) -> list[dict]:
         """Every adapter known: loaded ones (most recent last) and those in the adapters folder.
 
-        Each entry: {"name", "loaded", "path", "task_type", "nbytes", "label_names"}; the last
-        three are None for an adapter that is not loaded.
+        Each entry: {"name", "loaded", "path", "task_type", "nbytes", "label_names", "quantize"};
+        the last four are None for an adapter that is not loaded.
         """
         with self._lock:
             entries = {
@@ -150,6 +163,7 @@ class AdapterRegistry:
                     "task_type": info.task_type,
                     "nbytes": info.nbytes,
                     "label_names": list(info.label_names) if info.label_names else None,
+                    "quantize": info.quantize,
                 }
                 for name, info in self._loaded.items()
             }
@@ -157,7 +171,14 @@ class AdapterRegistry:
         for name in self._folder_names():
             known.setdefault(name, self.adapters_dir / name)
         for name, path in sorted(known.items()):
-            unloaded = {"loaded": False, "path": str(path), "task_type": None, "nbytes": None, "label_names": None}
+            unloaded = {
+                "loaded": False,
+                "path": str(path),
+                "task_type": None,
+                "nbytes": None,
+                "label_names": None,
+                "quantize": None,
+            }
             entries.setdefault(name, {"name": name, **unloaded})
         return list(entries.values())
 
@@ -227,20 +248,22 @@ class AdapterRegistry:
         config, tensors = read_adapter(folder)
         info = read_model_info(folder)
         check_servable(name, config, info, self._server_bases, self.task_type)
-        slot = f"serve{next(self._slots)}"
+        model_name = next(self._model_names)
         with heads_sized_for(self.model, config, tensors):
-            load_adapter(self.model, folder, adapter_name=slot)
+            load_adapter(self.model, folder, adapter_name=model_name)
         set_adapter(self.model, None)  # outside mixed batches the model stays the plain base
         try:
+            self.slots.add(model_name)
             loaded = AdapterInfo(
                 name=name,
-                slot=slot,
+                model_name=model_name,
                 path=folder,
                 task_type=config.task_type,
                 base_model=info.get("base_model") or config.base_model_name_or_path,
-                label_names=label_names(self.model, slot, config, info, name),
+                label_names=label_names(self.model, model_name, config, info, name),
                 max_length=int(info["max_length"]) if info.get("max_length") else None,
-                nbytes=adapter_nbytes(self.model, slot),
+                nbytes=adapter_nbytes(self.model, model_name) + self.slots.slot_nbytes(model_name),
+                quantize=info.get("quantize"),
             )
             if loaded.nbytes > self.max_bytes:
                 raise LorakitError(
@@ -248,8 +271,17 @@ class AdapterRegistry:
                     f"({self.max_bytes:,} bytes); raise max_bytes"
                 )
         except LorakitError:
-            delete_adapter(self.model, slot)
+            if model_name in self.slots:
+                self.slots.remove(model_name)
+            delete_adapter(self.model, model_name)
             raise
+        if loaded.quantize and not is_quantized(self.model):
+            logger.warning(
+                "adapter %r was trained on a %s-quantized base; it is served on this unquantized base, "
+                "so its outputs differ slightly from training",
+                name,
+                loaded.quantize,
+            )
         with self._lock:
             self._loaded[name] = loaded
             self.counters["loads"] += 1
@@ -267,7 +299,12 @@ class AdapterRegistry:
                     return
                 victim = self._loaded.pop(candidates[0])
                 self.counters["evictions"] += 1
-            delete_adapter(self.model, victim.slot)
+            self._drop(victim)
+
+    def _drop(self, info: AdapterInfo) -> None:
+        """Take a loaded adapter off the model and out of the slots (caller holds `model_lock`)."""
+        self.slots.remove(info.model_name)
+        delete_adapter(self.model, info.model_name)
 
     def _folder_names(self) -> list[str]:
         if self.adapters_dir is None:
