@@ -31,10 +31,11 @@ from lorakit.lora.inject import (
     check_new_adapter_name,
     find_heads_to_save,
     inject_adapter,
+    named_wrappers,
     set_adapter,
 )
 from lorakit.lora.layer import LoraLinear, ModulesToSave, linear_features
-from lorakit.lora.targets import LINEAR_TYPES
+from lorakit.lora.targets import LINEAR_TYPES, named_modules_outside
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -129,21 +130,30 @@ def load_adapter(
 
     The adapter is checked against the model before anything changes: a module it names that
     the model lacks, or any shape that differs, raises with the module and both shapes, and
-    the model is left as it was. Not trainable (the default) also puts the model in eval mode.
+    the model is left as it was. Not trainable (the default) also puts the model in eval mode (on a
+    model already in eval mode, only the adapter's new modules need it).
     """
     config, tensors = read_adapter(path)
     config = dataclasses.replace(config, inference_mode=not is_trainable, init_lora_weights=False)
     plan = _plan_load(model, config, tensors, adapter_name, str(path))
     inject_adapter(model, config, adapter_name, plan.targets, plan.heads)
-    parameters = dict(model.named_parameters())
-    parameters.update(dict(model.named_buffers()))
     with torch.no_grad():
         for key, tensor in tensors.items():
             if key not in plan.ignored:
-                parameters[plan.destination(key[len(PEFT_PREFIX) :])].copy_(tensor)
+                _tensor_at(model, plan.destination(key[len(PEFT_PREFIX) :])).copy_(tensor)
     set_adapter(model, adapter_name)
     if not is_trainable:
-        model.eval()
+        if model.training:
+            model.eval()
+        else:  # already in eval mode: only the modules just created are not (one walk of the wrappers)
+            for _, wrapper in named_wrappers(model):
+                if wrapper.training:  # a wrapper created now
+                    wrapper.eval()
+                    continue
+                for store in ("lora_A", "lora_B", "lora_dropout", "modules_to_save"):
+                    modules = getattr(wrapper, store, None)
+                    if modules is not None and adapter_name in modules:
+                        modules[adapter_name].eval()
     return model
 
 
@@ -184,7 +194,9 @@ def _plan_load(
     unsupported = [k for k in keys if ".lora_" in k and not k.endswith(_LORA_SUFFIXES)]
     if unsupported:
         raise LorakitError(f"{source}: tensor {unsupported[0]!r} belongs to a LoRA variant lorakit does not implement")
-    modules = dict(model.named_modules())
+    # Wrappers are not entered: their inner modules are never targets, and the walk stays
+    # O(model) however many adapters the model already holds.
+    modules = dict(named_modules_outside(model, (LoraLinear, ModulesToSave)))
     order = {name: i for i, name in enumerate(modules)}
     targets = sorted(
         {k[len(PEFT_PREFIX) :].rsplit(".", 2)[0] for k in keys if k.endswith(_LORA_SUFFIXES)},
@@ -225,14 +237,13 @@ def _plan_load(
                     f"{tuple(stored.shape)} in the adapter{made_for}; for a classifier, load the base with "
                     f"num_labels={stored.shape[0]}"
                 )
-    named = dict(model.named_parameters()) | dict(model.named_buffers())
     for key in keys:
         short = key[len(PEFT_PREFIX) :]
         if short.endswith(_LORA_SUFFIXES) or any(short.startswith(f"{h}.") for h in heads):
             continue
         module_path, leaf = _split_base_key(short)
         wrapped = isinstance(modules.get(module_path), LoraLinear)
-        existing = named.get(f"{module_path}.base_layer.{leaf}" if wrapped else f"{module_path}.{leaf}")
+        existing = _tensor_at(model, f"{module_path}.base_layer.{leaf}" if wrapped else f"{module_path}.{leaf}")
         if existing is None:
             raise LorakitError(
                 f"{source} has tensor {short!r}, which matches no parameter of this base model{made_for}"
@@ -243,6 +254,16 @@ def _plan_load(
                 f"{tuple(tensors[key].shape)} in the adapter{made_for}"
             )
     return plan
+
+
+def _tensor_at(model: nn.Module, name: str) -> torch.Tensor | None:
+    """The parameter or buffer called `name` (dotted path), or None: one lookup, not a walk."""
+    for get in (model.get_parameter, model.get_buffer):
+        try:
+            return get(name)
+        except AttributeError:
+            continue
+    return None
 
 
 def _check_lora_module(

@@ -108,7 +108,7 @@ def find_targets(model: nn.Module, config: LoraConfig, existing_lora_types: tupl
     saved = config.heads_to_save()
     targets = []
     matched_non_linear = []
-    for name, module in _named_modules_outside(model, existing_lora_types):
+    for name, module in named_modules_outside(model, existing_lora_types):
         if is_in_saved_module(name, saved):
             continue
         if config.exclude_modules and matches_name(config.exclude_modules, name):
@@ -132,7 +132,7 @@ def find_targets(model: nn.Module, config: LoraConfig, existing_lora_types: tupl
     if isinstance(config.target_modules, list):
         linear = [
             n
-            for n, m in _named_modules_outside(model, existing_lora_types)
+            for n, m in named_modules_outside(model, existing_lora_types)
             if isinstance(m, LINEAR_TYPES + existing_lora_types)
         ]
         unused = [entry for entry in spec if not any(matches_name([entry], n) for n in linear)]
@@ -162,7 +162,7 @@ def _head_names(model: nn.Module, config: LoraConfig) -> list[str]:
     return names
 
 
-def _named_modules_outside(model: nn.Module, wrapper_types: tuple[type, ...]) -> Iterator[tuple[str, nn.Module]]:
+def named_modules_outside(model: nn.Module, wrapper_types: tuple[type, ...]) -> Iterator[tuple[str, nn.Module]]:
     """`model.named_modules()` without the root and without the children of `wrapper_types`
     modules (the wrappers themselves are yielded): those children (`lora_A`, `base_layer`, …)
     are never targets, and skipping them keeps the walk O(model) however many adapters it holds."""
