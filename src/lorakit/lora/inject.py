@@ -18,7 +18,7 @@ from torch import nn
 from lorakit.errors import LorakitError
 from lorakit.lora.config import LoraConfig
 from lorakit.lora.layer import LoraLinear, ModulesToSave
-from lorakit.lora.targets import find_targets, is_in_saved_module, matches_name
+from lorakit.lora.targets import find_targets, is_in_saved_module, matches_name, named_modules_outside
 
 STATE_ATTRIBUTE = "lorakit_adapters"
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -189,24 +189,16 @@ def lora_layers(model: nn.Module) -> list[LoraLinear]:
 def named_wrappers(model: nn.Module) -> Iterator[tuple[str, LoraLinear | ModulesToSave]]:
     """(path, wrapper) for every LoraLinear and ModulesToSave, in module order.
 
-    Unlike filtering `named_modules()`, the walk does not enter the wrappers, whose per-adapter
-    modules grow with every adapter: with n adapters on the model, work per call stays O(model),
-    not O(n · model), which keeps loading n adapters one by one from costing O(n²).
+    The walk does not enter the wrappers, whose per-adapter modules grow with every adapter: with
+    n adapters on the model, work per call stays O(model), not O(n · model), which keeps loading n
+    adapters one by one from costing O(n²).
     """
-    seen: set[int] = set()
-
-    def walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, LoraLinear | ModulesToSave]]:
-        for name, child in module.named_children():
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            path = f"{prefix}.{name}" if prefix else name
-            if isinstance(child, (LoraLinear, ModulesToSave)):
-                yield path, child
-            else:
-                yield from walk(child, path)
-
-    return walk(model, "")
+    wrapper_types = (LoraLinear, ModulesToSave)
+    return (
+        (path, module)
+        for path, module in named_modules_outside(model, wrapper_types)
+        if isinstance(module, wrapper_types)
+    )
 
 
 def _update_trainable(model: nn.Module) -> None:

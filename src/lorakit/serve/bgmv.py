@@ -12,10 +12,10 @@ Ways to compute it from the packed stacks A (slots, r, in) and B (slots, r, out)
   products, which BLAS runs poorly, and the copies cost as much as the products.
 
 Measured on one CPU thread, batch 128, r=8 (`benchmarks/serve_mixed.py --kernels`), a 576→1536
-decode step's LoRA term with 1 to 128 adapters: bf16 0.72-0.78 ms gathered against 0.27-0.28 ms
-fused (the base Linear itself: 1.1 ms); fp32 0.38-0.43 ms against 0.22-0.26 ms (base 2.3 ms). A
-pair of matmuls per adapter (SGMV-like) wins only when one or a few adapters share the batch, and
-loses badly with many (5.8 ms for 128 in bf16). The fused kernel compiles once per dtype and shape
+decode step's LoRA term with 8 to 128 adapters: bf16 0.71-0.74 ms gathered against 0.27 ms fused
+(the base Linear itself: 1.09 ms); fp32 0.39-0.49 ms against 0.22-0.26 ms (base 2.3 ms). A pair
+of matmuls per adapter (SGMV-like) wins only when one or a few adapters share the batch, and
+loses badly with many (5.4 ms for 128 in bf16). The fused kernel compiles once per dtype and shape
 family (seconds, on the first decoding batch); where it cannot compile (no C++ compiler,
 `LORAKIT_COMPILE=0`), decoding falls back to gather + bmm with one logged warning.
 """

@@ -20,9 +20,9 @@ How the LoRA term is computed (`lorakit/serve/bgmv.py`): gathered weights and tw
 matmuls, or for one token per row (decoding) a compiled kernel that reads each row's weights in
 place. Not one pair of matmuls per contiguous adapter segment (SGMV-like, rows sorted by adapter):
 measured with `benchmarks/serve_mixed.py --kernels` (one CPU thread, r=8), a 32×128 prefill
-layer (384→384) took 0.47-0.55 ms gathered in bf16 against 0.47-2.2 ms in segments for 1 to 128
-adapters (the base Linear: 5.6 ms), and segments only win a decode step when one adapter or a
-few share the batch.
+layer (384→384) took 0.47-0.49 ms gathered in bf16 against 0.48-1.8 ms in segments for 1 to 128
+adapters (the base Linear: 5.7 ms), and segments only win a decode step when a few adapters
+share the batch.
 
 The LoRA core knows nothing of this: for the duration of the block each wrapper's `forward` is
 shadowed by an instance attribute that runs the mixed computation, and removed on exit.

@@ -112,9 +112,11 @@ class AdapterSlots:
             if name in self._slot_of:
                 self.remove(name)
         for name in names:
-            slot = min(self._free) if self._free else len(self._slot_of) + 1
-            if slot in self._free:
+            if self._free:
+                slot = min(self._free)
                 self._free.remove(slot)
+            else:
+                slot = len(self._slot_of) + 1
             self._slot_of[name] = slot
         layers = [(path, layer) for path, layer in named_wrappers(self.model) if isinstance(layer, LoraLinear)]
         with torch.no_grad():
@@ -133,9 +135,8 @@ class AdapterSlots:
         for path, stack in list(self._layers.items()):
             if slot in stack.members:
                 stack.members.discard(slot)
-                for tensor in (stack.packed.A, stack.packed.B, stack.packed.bias):
-                    if tensor is not None:
-                        tensor[slot] = 0
+                for tensor in _tensors(stack.packed):
+                    tensor[slot] = 0
                 if not stack.members:
                     del self._layers[path]
         del self._slot_of[name]
@@ -157,22 +158,17 @@ class AdapterSlots:
     def slot_nbytes(self, name: str) -> int:
         """Bytes of adapter `name`'s rows in the stacks (its share of them, rank padding included)."""
         slot = self.slot(name)
-        total = 0
-        for stack in self._layers.values():
-            if slot in stack.members:
-                for tensor in (stack.packed.A, stack.packed.B, stack.packed.bias):
-                    if tensor is not None:
-                        total += tensor[slot].numel() * tensor.element_size()
-        return total
+        return sum(
+            tensor[slot].numel() * tensor.element_size()
+            for stack in self._layers.values()
+            if slot in stack.members
+            for tensor in _tensors(stack.packed)
+        )
 
     def nbytes(self) -> int:
         """Bytes held by the stacks (all slots, padding included)."""
-        total = 0
-        for stack in self._layers.values():
-            for tensor in (stack.packed.A, stack.packed.B, stack.packed.bias):
-                if tensor is not None:
-                    total += tensor.numel() * tensor.element_size()
-        return total
+        tensors = [tensor for stack in self._layers.values() for tensor in _tensors(stack.packed)]
+        return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
     def _write(self, path: str, layer: LoraLinear, name: str, slot: int) -> None:
         A, B = layer.lora_A[name].weight, layer.lora_B[name].weight
@@ -209,6 +205,10 @@ class AdapterSlots:
 
     def _top_slot(self) -> int:
         return max(self._slot_of.values(), default=0)
+
+
+def _tensors(packed: PackedLora) -> list[torch.Tensor]:
+    return [tensor for tensor in (packed.A, packed.B, packed.bias) if tensor is not None]
 
 
 def _grow(stack: _LayerStack, slot: int, rank: int = 0, bias: bool = False) -> None:
