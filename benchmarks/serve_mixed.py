@@ -26,7 +26,7 @@ each ratio the median of per-round ratios. "PEFT / base" is the most any mixed-b
 could gain over PEFT: none can beat the base model's own time.
 
 `--kernels` times one layer's LoRA term alone: what lorakit runs (gather + bmm; for one token per
-row a compiled fused gather-reduce, `lorakit/serve/bgmv.py`) against gather + bmm alone and a
+row a compiled fused gather-reduce, `lorakit/serve/kernels/bgmv.py`) against gather + bmm alone and a
 loop over contiguous adapter segments (SGMV-like).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve_mixed.py --kernels --out benchmarks/results-serve.json
@@ -57,9 +57,9 @@ from transformers import DynamicCache
 from lorakit.lora import LoraConfig, LoraLinear, add_adapter, load_adapter, merge_and_unload, save_adapter, set_adapter
 from lorakit.models import load_model
 from lorakit.serve import AdapterSlots
-from lorakit.serve.bgmv import _gather_bmm_, add_lora_delta_
-from lorakit.serve.mixed import mixed_adapters
-from lorakit.serve.slots import PackedLora
+from lorakit.serve.kernels.bgmv import _gather_bmm_, add_lora_delta_
+from lorakit.serve.kernels.mixed import mixed_adapters
+from lorakit.serve.kernels.slots import PackedLora
 
 MODELS = {
     "minilm": ("all-MiniLM-L6-v2", "SEQ_CLS", {"qv": ["query", "value"], "all": ["query", "key", "value", "dense"]}),

@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 from data_testing import write
 
-from lorakit.data.generative import (
-    GenerativeData,
-    GenerativeExample,
-    grouped_split,
-    load_generative_data,
-    question_key,
-)
+from lorakit.data import GenerativeData, GenerativeExample, load_generative_data
+from lorakit.data.generative import question_key
 
 
 def pairs_frame(n: int = 40) -> pd.DataFrame:
@@ -248,13 +243,3 @@ def test_max_train_examples_caps_train_only(tmp_path):
     data = load_generative_data(str(tmp_path / "d.csv"), max_train_examples=7)
     assert (len(data.train), len(data.validation), len(data.test)) == (7, 5, 5)
     assert "train capped at 7 of 40 examples (max_train_examples, seed 42)" in data.notes
-
-
-def test_grouped_split_fills_parts_exactly_with_single_questions():
-    keys = ["big"] * 10 + [f"q{i}" for i in range(90)]
-    for seed in range(5):
-        rest, (validation, test) = grouped_split(keys, [10, 10], seed)
-        assert (len(rest), len(validation), len(test)) == (80, 10, 10)
-        assert sorted([*rest, *validation, *test]) == list(range(100))
-        big = set(range(10))
-        assert big <= set(rest) or big <= set(validation) or big <= set(test)

@@ -1,4 +1,5 @@
-"""The seeded stratified split behind every carved validation/test split and train cap."""
+"""The seeded splitters behind every carved validation/test split and train cap: stratified by
+class (classification), grouped by question (generation), and the caps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lorakit.data.splits import holdout_size, stratified_split
+from lorakit.data.splits import grouped_split, holdout_size, random_subset, stratified_split, stratified_subset
 
 
 def imbalanced_labels() -> list[int]:
@@ -59,3 +60,29 @@ def test_every_class_keeps_a_row_in_the_remainder():
 def test_holdout_size_rounds_and_is_never_zero():
     assert holdout_size(12752, 0.1) == 1275
     assert holdout_size(5, 0.1) == 1
+
+
+def test_stratified_subset_keeps_every_class_in_proportion():
+    labels = np.array(imbalanced_labels())
+    kept = stratified_subset(labels, 100, seed=4)
+    assert len(kept) == 100 and np.all(np.diff(kept) > 0)
+    counts = Counter(labels[kept].tolist())
+    assert set(counts) == set(labels.tolist()), "the singleton class is kept"
+    assert abs(counts[0] - 60) <= 1 and abs(counts[1] - 30) <= 1
+
+
+def test_grouped_split_fills_parts_exactly_with_single_questions():
+    keys = ["big"] * 10 + [f"q{i}" for i in range(90)]
+    for seed in range(5):
+        rest, (validation, test) = grouped_split(keys, [10, 10], seed)
+        assert (len(rest), len(validation), len(test)) == (80, 10, 10)
+        assert sorted([*rest, *validation, *test]) == list(range(100))
+        big = set(range(10))
+        assert big <= set(rest) or big <= set(validation) or big <= set(test)
+
+
+def test_random_subset_is_seeded_sorted_and_distinct():
+    kept = random_subset(50, 7, seed=42)
+    assert len(set(kept.tolist())) == 7 and np.all(np.diff(kept) > 0) and kept.max() < 50
+    assert np.array_equal(kept, random_subset(50, 7, seed=42))
+    assert not np.array_equal(kept, random_subset(50, 7, seed=43))

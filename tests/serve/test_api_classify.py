@@ -12,7 +12,7 @@ import pytest
 import requests
 from api_servers import classification_base, classifier_adapter, running_server
 
-from lorakit.tasks.classification import load_trained_classifier, predict_texts
+from lorakit.inference.classification import load_trained_classifier, predict_texts
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -13,7 +13,7 @@ import requests
 from api_servers import causal_base, generator_adapter, running_server
 from transformers import AutoModelForCausalLM
 
-from lorakit.tasks.generation import generate_batch, load_trained_generator, prompt_text, user_messages
+from lorakit.inference.generation import generate_batch, load_trained_generator, prompt_text, user_messages
 
 ADAPTERS = ["g1", "g2"]
 PROMPTS = ["w5 w6 w7", "w9", "w10 w11 w12 w13", "w40 w41"]

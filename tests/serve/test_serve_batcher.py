@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from lorakit.errors import LorakitError
-from lorakit.serve.batcher import Batcher, Request
-from lorakit.serve.stream import TokenStream
+from lorakit.serve.engine.batcher import Batcher, Request
+from lorakit.serve.engine.stream import TokenStream
 
 
 class Recorder:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lorakit.serve import bgmv
-from lorakit.serve.slots import PackedLora
+from lorakit.serve.kernels import bgmv
+from lorakit.serve.kernels.slots import PackedLora
 
 
 def stacks(slots: int, r: int, features_in: int, features_out: int, dtype=torch.float32, bias: bool = False):

@@ -13,6 +13,7 @@ from serve_helpers import BASE_NAME, bert_with_labels, text, tokenizer, write_cl
 from lorakit.errors import LorakitError
 from lorakit.lora import load_adapter
 from lorakit.serve import AdapterRegistry, Engine, load_engine
+from lorakit.task_kind import TaskKind
 from tiny_models import tiny_bert, tiny_llama
 
 INFO = {"task": "classification", "base_model": BASE_NAME}
@@ -39,12 +40,12 @@ def generator_dir(tmp_path: Path) -> Path:
 
 
 def classifier_engine(adapters_dir: Path, **settings) -> Engine:
-    registry = AdapterRegistry(tiny_bert(), BASE_NAME, adapters_dir=adapters_dir, task_type="SEQ_CLS")
+    registry = AdapterRegistry(tiny_bert(), BASE_NAME, adapters_dir=adapters_dir, kind=TaskKind.CLASSIFICATION)
     return Engine(registry, tokenizer(classifier=True), **settings)
 
 
 def generator_engine(adapters_dir: Path, **settings) -> Engine:
-    registry = AdapterRegistry(tiny_llama(), BASE_NAME, adapters_dir=adapters_dir, task_type="CAUSAL_LM")
+    registry = AdapterRegistry(tiny_llama(), BASE_NAME, adapters_dir=adapters_dir, kind=TaskKind.CAUSAL_LM)
     return Engine(registry, tokenizer(classifier=False), **settings)
 
 

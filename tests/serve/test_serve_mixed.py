@@ -8,7 +8,7 @@ from serve_helpers import add_random_adapter
 
 from lorakit.errors import LorakitError
 from lorakit.lora import disable_adapter, merge_adapter, set_adapter, unmerge_adapter
-from lorakit.serve.mixed import mixed_adapters, plan_rows
+from lorakit.serve.kernels.mixed import mixed_adapters, plan_rows
 from tiny_models import VOCAB, tiny_bert, tiny_llama
 
 ROWS = ["r2", None, "r4", "r8", "r2", None]

@@ -13,8 +13,9 @@ from serve_helpers import BASE_NAME, bert_with_labels, write_classifier, write_g
 
 from lorakit.errors import LorakitError
 from lorakit.lora import list_adapters, load_adapter
-from lorakit.serve.mixed import mixed_adapters
-from lorakit.serve.registry import AdapterRegistry
+from lorakit.serve.engine.registry import AdapterRegistry
+from lorakit.serve.kernels.mixed import mixed_adapters
+from lorakit.task_kind import TaskKind
 from tiny_models import tiny_bert
 
 INFO = {"task": "classification", "base_model": BASE_NAME}
@@ -31,7 +32,9 @@ def adapters_dir(tmp_path: Path) -> Path:
 
 
 def registry(adapters_dir: Path | None, max_bytes: int = 10**9) -> AdapterRegistry:
-    return AdapterRegistry(tiny_bert(), BASE_NAME, adapters_dir=adapters_dir, max_bytes=max_bytes, task_type="SEQ_CLS")
+    return AdapterRegistry(
+        tiny_bert(), BASE_NAME, adapters_dir=adapters_dir, max_bytes=max_bytes, kind=TaskKind.CLASSIFICATION
+    )
 
 
 def test_loads_on_first_get_and_counts(adapters_dir: Path) -> None:
@@ -170,7 +173,7 @@ def test_adapter_that_does_not_fit_the_base_is_refused_and_leaves_no_trace(tmp_p
 
 
 def test_other_task_and_trained_base_biases_are_refused(tmp_path: Path) -> None:
-    reg = AdapterRegistry(tiny_bert(), BASE_NAME, task_type="CAUSAL_LM")
+    reg = AdapterRegistry(tiny_bert(), BASE_NAME, kind=TaskKind.CAUSAL_LM)
     with pytest.raises(LorakitError, match="task_type SEQ_CLS"):
         reg.load(write_classifier(tmp_path / "cls", r=2, num_labels=3, seed=0))
     folder = write_classifier(tmp_path / "bias", r=2, num_labels=3, seed=0)

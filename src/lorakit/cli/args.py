@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from lorakit.lora.config import ALL_LINEAR
+from lorakit.errors import LorakitError
+from lorakit.lora.config import parse_target_spec
+from lorakit.train.config import TrainConfig
 
-_REGEX_CHARACTERS = set("*()|[]^$\\+?")
+TRAIN_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 
 def target_spec(value: str) -> list[str] | str:
-    """`query,value` → a list; `all-linear` as is; anything with regex characters → a regex string."""
-    value = value.strip()
-    if value.lower() == ALL_LINEAR or _REGEX_CHARACTERS & set(value):
-        return value
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("name at least one module, e.g. query,value")
-    return names
+    """`parse_target_spec` for argparse: `query,value` → a list; `all-linear`; a regex."""
+    try:
+        return parse_target_spec(value)
+    except LorakitError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def int_list(value: str) -> list[int]:
+    """`0,1,2` → [0, 1, 2], for argparse."""
     try:
         return [int(item) for item in value.split(",") if item.strip()]
     except ValueError:
@@ -28,11 +29,17 @@ def int_list(value: str) -> list[int]:
 
 
 def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
-    """The LoRA options every command that builds an adapter shares (PEFT's names, dashed)."""
+    """The LoRA options every command that builds an adapter shares (PEFT's names, dashed), with
+    `lorakit train`'s defaults."""
+    r, alpha, dropout = (TRAIN_DEFAULTS[name] for name in ("r", "lora_alpha", "lora_dropout"))
     group = parser.add_argument_group("LoRA")
-    group.add_argument("--r", type=int, default=8, help="rank of the update (default 8)")
-    group.add_argument("--lora-alpha", type=float, default=32, help="scaling numerator; scaling = alpha/r (default 32)")
-    group.add_argument("--lora-dropout", type=float, default=0.1, help="dropout on the LoRA input (default 0.1)")
+    group.add_argument("--r", type=int, default=r, help=f"rank of the update (default {r})")
+    group.add_argument(
+        "--lora-alpha", type=float, default=alpha, help=f"scaling numerator; scaling = alpha/r (default {alpha})"
+    )
+    group.add_argument(
+        "--lora-dropout", type=float, default=dropout, help=f"dropout on the LoRA input (default {dropout})"
+    )
     group.add_argument(
         "--target-modules",
         type=target_spec,

@@ -18,6 +18,7 @@ METHOD_CHOICES = ("linear", "svd", "cat")
 
 
 def weight_list(value: str) -> list[float]:
+    """`0.5,0.5` → [0.5, 0.5], for argparse."""
     try:
         return [float(item) for item in value.split(",") if item.strip()]
     except ValueError:
@@ -25,6 +26,7 @@ def weight_list(value: str) -> list[float]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "combine",
         help="combine adapters of one base model into a new adapter",
@@ -42,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     if len(args.adapters) < 2:
         raise LorakitError("combine needs at least two adapters")
     weights = args.weights if args.weights is not None else [1 / len(args.adapters)] * len(args.adapters)

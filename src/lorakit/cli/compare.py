@@ -14,6 +14,7 @@ from lorakit.errors import LorakitError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "compare",
         help="LoRA vs full fine-tuning on the same data and budget",
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     from lorakit.cli.train import validate_train_flags
     from lorakit.train import experiments
 

@@ -19,6 +19,7 @@ SPLITS = ("auto", "test", "validation", "train", "all")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "eval",
         help="score a trained adapter on labelled data",
@@ -40,12 +41,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorakit.tasks.artifacts import artifact_task
+    """Run this command with parsed `args`; returns the exit status."""
+    from lorakit.artifacts import artifact_kind
+    from lorakit.task_kind import TaskKind
 
-    if artifact_task(Path(args.adapter)) != "classification":
+    if artifact_kind(Path(args.adapter)) is not TaskKind.CLASSIFICATION:
         return _run_generative(args)
     from lorakit.data import BUILTIN_DATASETS, ClassificationSplit, load_classification_data
-    from lorakit.tasks.classification import classification_metrics, load_trained_classifier, predict_texts
+    from lorakit.inference.classification import classification_metrics, load_trained_classifier, predict_texts
 
     classifier = load_trained_classifier(args.adapter)
     data = load_classification_data(
@@ -99,28 +102,29 @@ def run(args: argparse.Namespace) -> int:
 def _run_generative(args: argparse.Namespace) -> int:
     import torch
 
+    from lorakit.artifacts import read_artifact_info
     from lorakit.data import GENERATIVE_BUILTINS, load_generative_data
     from lorakit.data.chat import CausalCollator, Seq2SeqCollator, tokenize_causal, tokenize_seq2seq
-    from lorakit.tasks.artifacts import read_model_info
-    from lorakit.tasks.generation import load_trained_generator, perplexity, response_loss
+    from lorakit.inference.generation import load_trained_generator, perplexity, response_loss
+    from lorakit.task_kind import TaskKind
 
     generator = load_trained_generator(args.adapter)
-    info = read_model_info(generator.folder)
+    info = read_artifact_info(generator.folder)
     data = load_generative_data(
         args.data,
         prompt_column=args.prompt_column,
         response_column=args.response_column,
         messages_column=args.messages_column,
-        system_prompt=info.get("system_prompt"),
+        system_prompt=info.system_prompt,
     )
     split = args.split if args.split != "auto" else ("test" if args.data in GENERATIVE_BUILTINS else "all")
     examples = data.train + data.validation + data.test if split == "all" else getattr(data, split)
     if not examples:
         raise LorakitError(f"{args.data} has no {split} split; pass --split all to score every row")
-    max_length = int(info.get("max_length", 256))
-    tokenizer, seq2seq = generator.tokenizer, generator.task == "seq2seq"
+    max_length = info.max_length or 256
+    tokenizer, seq2seq = generator.tokenizer, generator.kind is TaskKind.SEQ2SEQ
     if seq2seq:
-        target_length = int(info.get("max_target_length", 128))
+        target_length = info.max_target_length or 128
         rows = [tokenize_seq2seq(tokenizer, example, max_length, target_length) for example in examples]
         collate = Seq2SeqCollator(tokenizer, pad_to_multiple_of=8)
     else:

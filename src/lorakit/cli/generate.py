@@ -18,6 +18,7 @@ from lorakit.errors import LorakitError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "generate",
         help="generate text with a trained causal-lm or seq2seq adapter",
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     prompts = list(args.prompts) or _stdin_prompts()
     if not prompts:
         raise LorakitError("no prompts: pass them as arguments or on standard input")
@@ -51,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import TextStreamer
 
+    from lorakit.inference.generation import generate_batch, load_trained_generator, prompt_text, user_messages
     from lorakit.lora import disable_adapter
-    from lorakit.tasks.generation import generate_batch, load_trained_generator, prompt_text, user_messages
+    from lorakit.task_kind import TaskKind
 
     if args.seed is not None:
         torch.manual_seed(args.seed)
     generator = load_trained_generator(args.adapter)
-    tokenizer, seq2seq = generator.tokenizer, generator.task == "seq2seq"
+    tokenizer, seq2seq = generator.tokenizer, generator.kind is TaskKind.SEQ2SEQ
     system = args.system_prompt if args.system_prompt is not None else generator.system_prompt
     max_new_tokens = args.max_new_tokens or generator.max_new_tokens
     if args.no_adapter and not hasattr(generator.model, "lorakit_adapters"):
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     base_only = disable_adapter(generator.model) if args.no_adapter else contextlib.nullcontext()
     with base_only:
         for prompt in prompts:
-            text = prompt if args.raw else prompt_text(tokenizer, user_messages(prompt, system), generator.task)
+            text = prompt if args.raw else prompt_text(tokenizer, user_messages(prompt, system), generator.kind)
             streamer = None if args.json else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
             (completion,) = generate_batch(
                 generator.model,

@@ -17,11 +17,13 @@ from lorakit.cli.args import add_lora_arguments
 from lorakit.lora import LoraConfig, add_adapter, format_trainable_parameters
 from lorakit.lora.layer import LoraLinear, ModulesToSave, linear_features
 from lorakit.lora.targets import LINEAR_TYPES
-from lorakit.models import DEFAULT_CLASSIFICATION_MODEL, MODEL_CLASSES, load_model
+from lorakit.models import MODEL_CLASSES, load_model
 from lorakit.models.loading import infer_task_type, load_config
+from lorakit.task_kind import TaskKind
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "inspect",
         help="list a model's Linear layers and what a LoRA config would train",
@@ -31,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "model",
         nargs="?",
-        default=DEFAULT_CLASSIFICATION_MODEL,
-        help=f"packaged model name, local folder or Hub id (default {DEFAULT_CLASSIFICATION_MODEL})",
+        default=TaskKind.CLASSIFICATION.default_model,
+        help=f"packaged model name, local folder or Hub id (default {TaskKind.CLASSIFICATION.default_model})",
     )
     parser.add_argument("--task", choices=("auto", *MODEL_CLASSES), default="auto", help="which head to load")
     parser.add_argument("--num-labels", type=int, default=2, help="classes, for classification heads (default 2)")
@@ -40,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     task = infer_task_type(load_config(args.model)) if args.task == "auto" else args.task
     model = load_model(args.model, task_type=task, num_labels=args.num_labels)
     groups = linear_groups(model)

@@ -26,6 +26,7 @@ PASSTHROUGH = {"compare", "sweep"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `lorakit` parser with one sub-command per module in COMMANDS."""
     parser = argparse.ArgumentParser(prog="lorakit", description="LoRA fine-tuning of pretrained transformers.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS.values():

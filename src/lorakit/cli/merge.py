@@ -14,6 +14,7 @@ DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "merge",
         help="merge an adapter into its base and save a standalone transformers model",
@@ -29,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     from lorakit.export import merge_to_folder, summarize_model_folder
     from lorakit.report.humanize import format_bytes
 

@@ -15,6 +15,7 @@ from lorakit.errors import LorakitError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "predict",
         help="classify texts with a trained adapter",
@@ -29,6 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_texts(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The texts (and text pairs) to classify: arguments, else --file, else standard input."""
     if args.texts:
         return list(args.texts), None
     if args.file:
@@ -45,10 +47,11 @@ def read_texts(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     texts, pairs = read_texts(args)
     if not texts:
         raise LorakitError("no texts to classify (the input was empty)")
-    from lorakit.tasks.classification import load_trained_classifier, predict_texts
+    from lorakit.inference.classification import load_trained_classifier, predict_texts
 
     classifier = load_trained_classifier(args.adapter)
     for text, result in zip(texts, predict_texts(classifier, texts, pairs, args.batch_size), strict=True):

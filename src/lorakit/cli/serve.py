@@ -16,11 +16,11 @@ import argparse
 import os
 
 from lorakit.errors import LorakitError
-
-TASKS = {"classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+from lorakit.task_kind import TaskKind
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "serve",
         help="serve adapters of one base model over HTTP (batched across adapters)",
@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--base", required=True, help="base model: packaged name, local folder or Hub id")
     parser.add_argument("--adapters", required=True, help="folder whose subfolders are the adapters to serve")
-    parser.add_argument("--task", choices=("auto", *TASKS), default="auto", help="default: from the architecture")
+    parser.add_argument(
+        "--task", choices=("auto", *TaskKind.names()), default="auto", help="default: from the architecture"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $LORAKIT_API_KEY, else off)")
@@ -47,18 +49,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     _check(args)
     import torch
     import uvicorn
 
     from lorakit.serve import load_engine
-    from lorakit.serve.api import Limits, create_app
+    from lorakit.serve.http.app import create_app
+    from lorakit.serve.http.limits import Limits
 
     if args.threads:
         torch.set_num_threads(args.threads)
     engine = load_engine(
         args.base,
-        task_type=None if args.task == "auto" else TASKS[args.task],
+        task_type=None if args.task == "auto" else TaskKind(args.task).peft_type,
         adapters_dir=args.adapters,
         max_bytes=args.max_adapter_bytes,
         max_batch_size=args.max_batch_size,

@@ -16,6 +16,7 @@ from lorakit.errors import LorakitError
 
 
 def number_list(value: str) -> list[str]:
+    """`4,8,16` → the values as given, for argparse (parsed per flag later)."""
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
         raise argparse.ArgumentTypeError("give at least one value, e.g. 4,8,16")
@@ -23,6 +24,7 @@ def number_list(value: str) -> list[str]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register this command and its flags."""
     parser = subparsers.add_parser(
         "sweep",
         help="grid of LoRA settings: accuracy vs trainable parameters",
@@ -44,6 +46,7 @@ def resolve_alpha(alpha: str, r: int) -> float:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    """Run this command with parsed `args`; returns the exit status."""
     from lorakit.cli.train import validate_train_flags
     from lorakit.train import experiments
 

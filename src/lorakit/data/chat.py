@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 from jinja2 import TemplateError
 
-from lorakit.data.generative import GenerativeExample
+from lorakit.data.types import GenerativeExample
 from lorakit.errors import LorakitError
 
 if TYPE_CHECKING:

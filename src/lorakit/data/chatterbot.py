@@ -1,4 +1,5 @@
-"""The ChatterBot English corpus (chatterbot-corpus 1.3.3) as cleaned conversations.
+"""The builtin `chatterbot`: the ChatterBot English corpus (chatterbot-corpus 1.3.3) as cleaned
+conversations, read as a source of one train table with a messages column.
 
 The package ships `data/english/*.yml`, each a mapping with `categories` (names) and
 `conversations`: a list of conversations, each a list of turns, read as alternating
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from lorakit.data.sources import Source, Table
 from lorakit.errors import LorakitError
 from lorakit.packages import package_dir
 
@@ -35,8 +38,9 @@ _ENGLISH = "data/english"
 _LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 
 
-def chatterbot_conversations() -> tuple[list[list[dict[str, str]]], list[str]]:
-    """The installed corpus's English conversations as message lists, and notes on the clean-up.
+def chatterbot_source() -> Source:
+    """The installed corpus's English conversations as the "messages" column of one train table,
+    with notes on the clean-up.
 
     Raises:
         LorakitError: chatterbot-corpus is not installed (the message gives the pip command), or
@@ -49,7 +53,8 @@ def chatterbot_conversations() -> tuple[list[list[dict[str, str]]], list[str]]:
             f"{CHATTERBOT_REQUIREMENT} is installed but {folder} has no .yml files; "
             f"reinstall it: pip install --no-deps --force-reinstall {CHATTERBOT_REQUIREMENT}"
         )
-    return read_conversations(files)
+    conversations, notes = read_conversations(files)
+    return Source("chatterbot", {"train": Table(pd.DataFrame({"messages": conversations}), "chatterbot")}, notes)
 
 
 def read_conversations(files: list[Path]) -> tuple[list[list[dict[str, str]]], list[str]]:

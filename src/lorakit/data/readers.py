@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lorakit.data.wording import first_line
 from lorakit.errors import LorakitError
 
 SUPPORTED_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -66,7 +67,7 @@ def _read_parquet(path: Path, head: bytes) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise LorakitError(f"{path.name} is not a readable Parquet file ({_first_line(error)}); re-save it") from None
+        raise LorakitError(f"{path.name} is not a readable Parquet file ({first_line(error)}); re-save it") from None
 
 
 def _read_delimited(path: Path, separator: str) -> pd.DataFrame:
@@ -80,7 +81,7 @@ def _read_delimited(path: Path, separator: str) -> pd.DataFrame:
         ) from None
     except (pd.errors.ParserError, csv.Error) as error:
         raise LorakitError(
-            f"{path.name} is not valid {kind}: {_first_line(error)}; check quoting and separators"
+            f"{path.name} is not valid {kind}: {first_line(error)}; check quoting and separators"
         ) from None
     except pd.errors.EmptyDataError:
         raise LorakitError(f"{path.name} is empty; it needs a header and at least one row") from None
@@ -126,8 +127,3 @@ def _read_json_array(path: Path, text: str) -> pd.DataFrame:
     if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
         raise LorakitError(f"{path.name} must hold an array of JSON objects, one per row")
     return pd.DataFrame.from_records(records)
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

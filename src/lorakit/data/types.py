@@ -1,4 +1,9 @@
-"""The in-memory form of a text-classification dataset: three splits and the label vocabulary."""
+"""The in-memory forms of loaded data: train/validation/test splits, `source` and `notes` for reports.
+
+Classification: `ClassificationData`, three `ClassificationSplit`s of texts and label indices and
+the label vocabulary. Generation: `GenerativeData`, three lists of `GenerativeExample`
+conversations.
+"""
 
 from __future__ import annotations
 
@@ -49,5 +54,39 @@ class ClassificationData:
         return len(self.label_names)
 
     def splits(self) -> dict[str, ClassificationSplit]:
+        """The splits by name, in the order train, validation, test."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+@dataclass
+class GenerativeExample:
+    """One conversation: `messages[i]` is `{"role": "system"|"user"|"assistant", "content": str}`;
+    an optional system message, then alternating user/assistant turns, ending with the assistant's."""
+
+    messages: list[dict[str, str]]
+
+    @property
+    def prompt_messages(self) -> list[dict[str, str]]:
+        """Everything before the last assistant turn: what the model is given."""
+        return self.messages[:-1]
+
+    @property
+    def response(self) -> str:
+        """The last assistant turn's content: what the model learns to answer."""
+        return self.messages[-1]["content"]
+
+
+@dataclass
+class GenerativeData:
+    """Train, validation and test conversations; `source` is what was loaded, `notes` what the
+    loader did to it (skipped rows, carved splits), both for reports."""
+
+    train: list[GenerativeExample]
+    validation: list[GenerativeExample]
+    test: list[GenerativeExample]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def splits(self) -> dict[str, list[GenerativeExample]]:
         """The splits by name, in the order train, validation, test."""
         return {"train": self.train, "validation": self.validation, "test": self.test}

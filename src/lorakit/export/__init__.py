@@ -2,14 +2,5 @@
 
 from lorakit.export.combine import combine_adapter_folders
 from lorakit.export.merge import merge_to_folder, merged_model, summarize_model_folder
-from lorakit.tasks.artifacts import AdapterArtifact, load_base_model, read_adapter_artifact
 
-__all__ = [
-    "AdapterArtifact",
-    "combine_adapter_folders",
-    "load_base_model",
-    "merge_to_folder",
-    "merged_model",
-    "read_adapter_artifact",
-    "summarize_model_folder",
-]
+__all__ = ["combine_adapter_folders", "merge_to_folder", "merged_model", "summarize_model_folder"]

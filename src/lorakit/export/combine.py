@@ -8,17 +8,16 @@ read it. lorakit.json comes from the first adapter, with a `combined` note of wh
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from lorakit.artifacts import AdapterArtifact, load_base_model, read_adapter_artifact, write_artifact_info
 from lorakit.errors import LorakitError
-from lorakit.export.folders import check_output_folder, staged_folder
+from lorakit.folders import check_output_folder, staged_folder
 from lorakit.lora import combine_adapters, load_adapter, save_adapter
 from lorakit.lora.combine import METHODS
 from lorakit.models import resolve_model
-from lorakit.tasks.artifacts import MODEL_INFO, AdapterArtifact, load_base_model, read_adapter_artifact
 
 COMBINED = "combined"
 
@@ -57,8 +56,7 @@ def combine_adapter_folders(
         load_adapter(model, artifact.folder, adapter_name=name)
     combine_adapters(model, names, weights, COMBINED, method=method, svd_rank=svd_rank)
 
-    info = artifacts[0].model_info()
-    info["combined"] = {
+    combined = {
         "method": method,
         "weights": [float(w) for w in weights],
         "adapters": [str(a.folder.resolve()) for a in artifacts],
@@ -66,7 +64,7 @@ def combine_adapter_folders(
     }
     with staged_folder(out) as staging:
         save_adapter(model, staging, COMBINED)
-        (staging / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        write_artifact_info(staging, artifacts[0].derived_info().replace(combined=combined))
     return out
 
 

@@ -13,7 +13,6 @@ and lorakit.json (task, label names, ...). Plain `transformers` loads it; loraki
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +21,12 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoTokenizer
 
+from lorakit.artifacts import AdapterArtifact, load_base_model, read_adapter_artifact, write_artifact_info
 from lorakit.errors import LorakitError
-from lorakit.export.folders import check_output_folder, staged_folder
+from lorakit.folders import check_output_folder, staged_folder
 from lorakit.lora import load_adapter, merge_and_unload
 from lorakit.models import resolve_model
 from lorakit.models.loading import load_config
-from lorakit.tasks.artifacts import MODEL_INFO, AdapterArtifact, load_base_model, read_adapter_artifact
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # safetensors' dtype names → torch.
@@ -55,15 +54,15 @@ def merge_to_folder(adapter: str | Path, out_dir: str | Path, dtype: str = "auto
     target_dtype = DTYPES[dtype] if dtype != "auto" else checkpoint_dtype(artifact.base_model)
     model = merged_model(artifact).to(target_dtype)
     tokenizer = _base_tokenizer(artifact.base_model)
-    info = {**artifact.model_info(), "method": "merged", "merged_from": str(artifact.folder.resolve())}
+    info = artifact.derived_info().replace(method="merged", merged_from=str(artifact.folder.resolve()))
     if artifact.quantize:
         # The weights are full precision now; what they were merged onto is kept as a note.
-        info.update(quantize=None, merged_onto=f"{artifact.quantize}-dequantized base")
+        info = info.replace(quantize=None, merged_onto=f"{artifact.quantize}-dequantized base")
     with staged_folder(out) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        (staging / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        write_artifact_info(staging, info)
     return out
 
 
@@ -104,6 +103,7 @@ class ModelFolderSummary:
 
 
 def summarize_model_folder(folder: Path) -> ModelFolderSummary:
+    """Files, bytes, parameter count and stored dtypes of a model folder, read from headers only."""
     counts = _stored_parameter_counts(folder)
     files = sorted(f for f in folder.rglob("*") if f.is_file())
     return ModelFolderSummary(

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from lorakit.errors import LorakitError
 
-TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+PEFT_TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 BIAS_OPTIONS = ("none", "all", "lora_only")
 INIT_OPTIONS = (True, False, "gaussian")
 ALL_LINEAR = "all-linear"
+_REGEX_CHARACTERS = set("*()|[]^$\\+?")
 
 # Heads that PEFT trains and saves with the adapter for these tasks (PeftModelFor<Task>).
 TASK_HEADS = {
@@ -137,8 +138,10 @@ class LoraConfig:
             raise LorakitError(f"bias must be one of {', '.join(BIAS_OPTIONS)}; got {self.bias!r}")
         if self.task_type is not None:
             self.task_type = str(self.task_type).upper()
-            if self.task_type not in TASK_TYPES:
-                raise LorakitError(f"task_type must be one of {', '.join(TASK_TYPES)} or None; got {self.task_type!r}")
+            if self.task_type not in PEFT_TASK_TYPES:
+                raise LorakitError(
+                    f"task_type must be one of {', '.join(PEFT_TASK_TYPES)} or None; got {self.task_type!r}"
+                )
         if isinstance(self.init_lora_weights, str) and self.init_lora_weights.lower() == "gaussian":
             self.init_lora_weights = "gaussian"
         if self.init_lora_weights not in INIT_OPTIONS or (not isinstance(self.init_lora_weights, (bool, str))):
@@ -222,6 +225,18 @@ class LoraConfig:
             return cls(**kwargs)
         except (TypeError, LorakitError) as error:
             raise LorakitError(f"{source}: {error}") from None
+
+
+def parse_target_spec(value: str, name: str = "target_modules") -> list[str] | str:
+    """A target spec as written on a command line or in a config file: `query,value` → a list of
+    names; `all-linear` as is; anything with regex characters → a regex string."""
+    value = value.strip()
+    if value.lower() == ALL_LINEAR or _REGEX_CHARACTERS & set(value):
+        return value
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    if not names:
+        raise LorakitError(f"{name} names no module; name at least one, e.g. query,value, or use all-linear")
+    return names
 
 
 def _as_name_spec(value: Any, name: str) -> list[str] | str | None:

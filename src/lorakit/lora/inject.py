@@ -183,6 +183,7 @@ def list_adapters(model: nn.Module) -> list[str]:
 
 
 def lora_layers(model: nn.Module) -> list[LoraLinear]:
+    """Every LoraLinear of `model`, in module order."""
     return [module for _, module in named_wrappers(model) if isinstance(module, LoraLinear)]
 
 
@@ -239,6 +240,7 @@ def _set_active(model: nn.Module, adapter_name: str | None) -> None:
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at dotted path `name` of `model` in place of what is there."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)

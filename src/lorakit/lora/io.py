@@ -182,10 +182,25 @@ class _LoadPlan:
 def _plan_load(
     model: nn.Module, config: LoraConfig, tensors: dict[str, torch.Tensor], adapter_name: str, source: str
 ) -> _LoadPlan:
-    """Match every tensor of the file to the model; raise on anything that does not fit."""
+    """Match every tensor of the file to the model; raise on anything that does not fit. Three
+    checks, in order: the LoRA pairs fit their target modules, the heads to save are complete and
+    fit, and every other tensor (a trained bias) has a base parameter of its shape."""
     made_for = f" (adapter made for {config.base_model_name_or_path})" if config.base_model_name_or_path else ""
     check_new_adapter_name(model, adapter_name)
-    keys = list(tensors)
+    _check_keys(list(tensors), source)
+    # Wrappers are not entered: their inner modules are never targets, and the walk stays
+    # O(model) however many adapters the model already holds.
+    modules = dict(named_modules_outside(model, (LoraLinear, ModulesToSave)))
+    plan = _LoadPlan(_lora_targets(modules, config, tensors, source, made_for), [], adapter_name)
+    plan.heads = find_heads_to_save(model, config)
+    for head in plan.heads:
+        plan.ignored |= _check_head(modules[head], head, config, tensors, source, made_for)
+    _check_base_tensors(model, modules, plan.heads, tensors, source, made_for)
+    return plan
+
+
+def _check_keys(keys: list[str], source: str) -> None:
+    """Every key is a PEFT key, and every LoRA key one of the kinds lorakit implements."""
     foreign = [k for k in keys if not k.startswith(PEFT_PREFIX)]
     if foreign:
         raise LorakitError(
@@ -194,50 +209,69 @@ def _plan_load(
     unsupported = [k for k in keys if ".lora_" in k and not k.endswith(_LORA_SUFFIXES)]
     if unsupported:
         raise LorakitError(f"{source}: tensor {unsupported[0]!r} belongs to a LoRA variant lorakit does not implement")
-    # Wrappers are not entered: their inner modules are never targets, and the walk stays
-    # O(model) however many adapters the model already holds.
-    modules = dict(named_modules_outside(model, (LoraLinear, ModulesToSave)))
+
+
+def _lora_targets(
+    modules: dict[str, nn.Module], config: LoraConfig, tensors: dict[str, torch.Tensor], source: str, made_for: str
+) -> list[str]:
+    """The modules the file's LoRA pairs adapt, in model order, each checked against its pair."""
     order = {name: i for i, name in enumerate(modules)}
     targets = sorted(
-        {k[len(PEFT_PREFIX) :].rsplit(".", 2)[0] for k in keys if k.endswith(_LORA_SUFFIXES)},
+        {k[len(PEFT_PREFIX) :].rsplit(".", 2)[0] for k in tensors if k.endswith(_LORA_SUFFIXES)},
         key=lambda n: (order.get(n, len(order)), n),
     )
     if not targets:
         raise LorakitError(f"{source} holds no LoRA weights (no '.lora_A.weight' tensors)")
     for path in targets:
         _check_lora_module(modules.get(path), path, config, tensors, source, made_for)
-    heads = find_heads_to_save(model, config)
-    plan = _LoadPlan(targets, heads, adapter_name)
-    for head in heads:
-        original = modules[head].original_module if isinstance(modules[head], ModulesToSave) else modules[head]
-        expected = original.state_dict()
-        # PEFT with bias="all" also writes the wrapper's inner copies (`head.modules_to_save.bias`,
-        # `head.original_module.bias`); the plain `head.bias` key holds the trained value.
-        prefix = f"{PEFT_PREFIX}{head}."
-        inner_copies = {f"{prefix}{inner}.{k}" for inner in ("modules_to_save", "original_module") for k in expected}
-        plan.ignored |= inner_copies & set(keys)
-        extra = sorted(
-            k for k in keys if k.startswith(prefix) and k[len(prefix) :] not in expected and k not in inner_copies
+    return targets
+
+
+def _check_head(
+    module: nn.Module, head: str, config: LoraConfig, tensors: dict[str, torch.Tensor], source: str, made_for: str
+) -> set[str]:
+    """The file holds every weight of `head`, each of the base head's shape, and nothing else
+    under it; returns the keys to skip (copies PEFT writes inside its wrapper)."""
+    original = module.original_module if isinstance(module, ModulesToSave) else module
+    expected = original.state_dict()
+    # PEFT with bias="all" also writes the wrapper's inner copies (`head.modules_to_save.bias`,
+    # `head.original_module.bias`); the plain `head.bias` key holds the trained value.
+    prefix = f"{PEFT_PREFIX}{head}."
+    inner_copies = {f"{prefix}{inner}.{k}" for inner in ("modules_to_save", "original_module") for k in expected}
+    extra = sorted(
+        k for k in tensors if k.startswith(prefix) and k[len(prefix) :] not in expected and k not in inner_copies
+    )
+    if extra:
+        raise LorakitError(
+            f"{source} has tensor {extra[0][len(PEFT_PREFIX) :]!r}, which module {head!r} of this base model "
+            f"does not have{made_for}"
         )
-        if extra:
+    for key, value in expected.items():
+        stored = tensors.get(f"{prefix}{key}")
+        if stored is None:
             raise LorakitError(
-                f"{source} has tensor {extra[0][len(PEFT_PREFIX) :]!r}, which module {head!r} of this base model "
-                f"does not have{made_for}"
+                f"{source} has no weights for {head!r} ({key}), which this adapter trains (modules_to_save / "
+                f"task_type {config.task_type}); loading it would leave a random head"
             )
-        for key, value in expected.items():
-            stored = tensors.get(f"{PEFT_PREFIX}{head}.{key}")
-            if stored is None:
-                raise LorakitError(
-                    f"{source} has no weights for {head!r} ({key}), which this adapter trains (modules_to_save / "
-                    f"task_type {config.task_type}); loading it would leave a random head"
-                )
-            if stored.shape != value.shape:
-                raise LorakitError(
-                    f"adapter does not fit module {head!r}: {key} is {tuple(value.shape)} in the base model but "
-                    f"{tuple(stored.shape)} in the adapter{made_for}; for a classifier, load the base with "
-                    f"num_labels={stored.shape[0]}"
-                )
-    for key in keys:
+        if stored.shape != value.shape:
+            raise LorakitError(
+                f"adapter does not fit module {head!r}: {key} is {tuple(value.shape)} in the base model but "
+                f"{tuple(stored.shape)} in the adapter{made_for}; for a classifier, load the base with "
+                f"num_labels={stored.shape[0]}"
+            )
+    return inner_copies & set(tensors)
+
+
+def _check_base_tensors(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    heads: list[str],
+    tensors: dict[str, torch.Tensor],
+    source: str,
+    made_for: str,
+) -> None:
+    """Every tensor that is neither LoRA nor a head (a trained base bias) matches a base parameter."""
+    for key in tensors:
         short = key[len(PEFT_PREFIX) :]
         if short.endswith(_LORA_SUFFIXES) or any(short.startswith(f"{h}.") for h in heads):
             continue
@@ -253,7 +287,6 @@ def _plan_load(
                 f"adapter does not fit {short!r}: {tuple(existing.shape)} in the base model, "
                 f"{tuple(tensors[key].shape)} in the adapter{made_for}"
             )
-    return plan
 
 
 def _tensor_at(model: nn.Module, name: str) -> torch.Tensor | None:

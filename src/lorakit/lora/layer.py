@@ -102,6 +102,7 @@ class LoraLinear(nn.Module):
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The base layer's bias."""
         return self.base_layer.bias
 
     def add_adapter(
@@ -118,6 +119,7 @@ class LoraLinear(nn.Module):
         self.scaling[name] = scaling
 
     def delete_adapter(self, name: str) -> None:
+        """Remove adapter `name` (unmerging it first if it is merged in)."""
         if self.merged_adapter == name:
             self.unmerge()
         for store in (self.lora_A, self.lora_B, self.lora_dropout):
@@ -127,6 +129,7 @@ class LoraLinear(nn.Module):
             self.active_adapter = None
 
     def rank(self, name: str) -> int:
+        """The rank r of adapter `name`."""
         return self.lora_A[name].weight.shape[0]
 
     def delta_weight(self, name: str) -> torch.Tensor:
@@ -173,6 +176,7 @@ class LoraLinear(nn.Module):
         self.base_layer.bias.data += sign * self.lora_B[name].bias.to(self.base_layer.bias.dtype) * self.scaling[name]
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """x (..., in) → base(x) + scaling · B·A·dropout(x) for the active adapter, (..., out)."""
         result = self.base_layer(x, *args, **kwargs)
         name = self.active_adapter
         if name is None or name == self.merged_adapter or name not in self.lora_A:
@@ -185,6 +189,7 @@ class LoraLinear(nn.Module):
         return (result + update * self.scaling[name]).to(result.dtype)
 
     def extra_repr(self) -> str:
+        """Shapes and each adapter's rank, for `print(model)`."""
         ranks = {name: self.rank(name) for name in self.lora_A}
         return f"in_features={self.in_features}, out_features={self.out_features}, adapters={ranks}"
 
@@ -202,20 +207,24 @@ class ModulesToSave(nn.Module):
         self.active_adapter: str | None = None
 
     def add_adapter(self, name: str) -> None:
+        """A trainable copy of the original module for adapter `name`."""
         self.modules_to_save[name] = copy.deepcopy(self.original_module)
 
     def delete_adapter(self, name: str) -> None:
+        """Remove adapter `name`'s copy."""
         del self.modules_to_save[name]
         if self.active_adapter == name:
             self.active_adapter = None
 
     @property
     def active_module(self) -> nn.Module:
+        """The copy of the active adapter, or the original module when none is active."""
         if self.active_adapter is not None and self.active_adapter in self.modules_to_save:
             return self.modules_to_save[self.active_adapter]
         return self.original_module
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the active module."""
         return self.active_module(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -2,15 +2,11 @@
 
 from lorakit.models.loading import MODEL_CLASSES, infer_task_type, load_classifier, load_model
 from lorakit.models.packaged import (
-    DEFAULT_CAUSAL_LM_MODEL,
-    DEFAULT_CLASSIFICATION_MODEL,
     PACKAGED_MODELS,
     resolve_model,
 )
 
 __all__ = [
-    "DEFAULT_CAUSAL_LM_MODEL",
-    "DEFAULT_CLASSIFICATION_MODEL",
     "MODEL_CLASSES",
     "PACKAGED_MODELS",
     "infer_task_type",

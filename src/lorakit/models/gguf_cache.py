@@ -9,7 +9,8 @@ in fp32 and would be rounded again in bf16.
 
 The cache root is `$LORAKIT_CACHE`, else `$XDG_CACHE_HOME/lorakit`, else `~/.cache/lorakit`.
 Concurrent first uses (DDP ranks, parallel test workers) are serialised by a file lock, and the
-folder appears atomically, so a reader never sees half a conversion.
+folder appears atomically, so a reader never sees half a conversion. Converting leaves torch's
+random generator as it found it, so the run that converts trains exactly like later runs.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def converted_folder(name: str, gguf_path: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(target.with_name(f".{name}.lock")):
         if not (target / READY_MARKER).is_file():  # another process may have finished meanwhile
-            _convert(gguf_path, target)
+            import torch
+
+            # Building the plain model initialises its weights from torch's generator. A run that
+            # converts on first use must draw the same dropout masks as every later run of its seed.
+            with torch.random.fork_rng(devices=[]):
+                _convert(gguf_path, target)
     return target
 
 

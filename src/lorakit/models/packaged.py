@@ -21,6 +21,7 @@ class PackagedModel:
     gguf_file: str | None = None  # a GGUF checkpoint, converted once into lorakit's cache
 
     def path(self) -> Path:
+        """The model folder on this machine (a GGUF checkpoint converted once into lorakit's cache)."""
         root = package_dir(self.package, self.requirement)
         folder = root / self.folder
         if self.gguf_file is not None:
@@ -48,8 +49,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
-DEFAULT_CLASSIFICATION_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_CAUSAL_LM_MODEL = "SmolLM2-135M-Instruct"
 
 
 def resolve_model(name_or_path: str) -> str:

@@ -83,11 +83,13 @@ class _Nf4Matmul(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: NF4Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """y = x·Ŵᵀ with Ŵ = dequant(weight) in `dtype`; x (..., in) → (..., out)."""
         ctx.weight, ctx.dtype, ctx.input_dtype = weight, dtype, x.dtype
         return F.linear(x.to(dtype), dequantize_nf4(weight, dtype))
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        """dL/dx = dL/dy·Ŵ (Ŵ rebuilt, not saved); no gradient for the frozen weight."""
         grad_input = grad_output.to(ctx.dtype) @ dequantize_nf4(ctx.weight, ctx.dtype)
         return grad_input.to(ctx.input_dtype), None, None
 
@@ -138,6 +140,7 @@ class Nf4Linear(nn.Linear):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) → x·Ŵᵀ + b in autocast's dtype (else x's), Ŵ dequantized per call."""
         device_type = x.device.type
         autocast = torch.is_autocast_enabled(device_type)
         dtype = torch.get_autocast_dtype(device_type) if autocast else x.dtype
@@ -145,6 +148,7 @@ class Nf4Linear(nn.Linear):
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def extra_repr(self) -> str:
+        """Shapes and the NF4 block sizes, for `print(model)`."""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"nf4 block={self.weight.block_size}, scaler block={self.weight.scaler_block_size}"

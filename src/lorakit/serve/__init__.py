@@ -1,19 +1,23 @@
 """Serving adapters: many adapters on one base model, batched across adapters in one forward pass.
 
-mixed (per-row adapters in one forward) · slots (adapters packed once for mixed batches) ·
-adapters (what a served adapter is, checks) · registry (load on demand, LRU by bytes) · batcher
-(queue, worker, batches) · classify / generate (one batch of a task) · stream (text as it is
-generated) · engine (all of it, for the HTTP layer).
+    http/     the FastAPI app: routers, middleware, errors, request schemas, OpenAI shapes, metrics
+      ↓
+    engine/   adapters, registry (LRU by bytes), batcher, per-task batches, token streams, Engine
+      ↓
+    kernels/  slots (adapters packed once) · bgmv (the LoRA term) · mixed (per-row adapters in one forward)
+
+Arrows point down only: the kernels know no requests, the engine knows no HTTP. `lorakit.serve`
+exports the engine and the kernels; the HTTP app is `lorakit.serve.http.app.create_app`.
 """
 
-from lorakit.serve.adapters import AdapterInfo
-from lorakit.serve.batcher import Batcher
-from lorakit.serve.engine import Engine, load_engine
-from lorakit.serve.generate import Generation, GenerationHandle
-from lorakit.serve.mixed import mixed_adapters, plan_rows
-from lorakit.serve.registry import AdapterRegistry
-from lorakit.serve.slots import AdapterSlots
-from lorakit.serve.stream import TokenStream
+from lorakit.serve.engine.adapters import AdapterInfo
+from lorakit.serve.engine.batcher import Batcher
+from lorakit.serve.engine.engine import Engine, load_engine
+from lorakit.serve.engine.generate import Generation, GenerationHandle
+from lorakit.serve.engine.registry import AdapterRegistry
+from lorakit.serve.engine.stream import TokenStream
+from lorakit.serve.kernels.mixed import mixed_adapters, plan_rows
+from lorakit.serve.kernels.slots import AdapterSlots
 
 __all__ = [
     "AdapterInfo",

@@ -40,6 +40,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore every generator from `rng_state()`'s output."""
     version, python_state, gauss = state["python"]
     random.setstate((version, tuple(python_state.tolist()), gauss))
     kind, keys, position, has_gauss, cached = state["numpy"]
@@ -86,6 +87,7 @@ def save_checkpoint(
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint `latest` points to, or None when there is no complete one."""
     pointer = folder / "latest"
     if not pointer.is_file():
         return None

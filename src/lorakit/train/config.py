@@ -1,32 +1,35 @@
-"""`TrainConfig`: everything a training run needs, as plain data, validated once.
+"""`TrainConfig`: everything a training run needs, as plain data, validated and normalised once.
 
 Sources, later ones winning: the defaults below (the seed recipe), a YAML/JSON file
 (`--config run.yaml`), command-line flags. The resolved config is written to the run folder as
 `config.yaml`, and `--resume` reads it back from there.
+
+Each field is declared with `option(...)`: its default, its help text and its group. That one
+declaration is the whole option: `lorakit train`'s flags are generated from it (`--field-name`;
+a True boolean gets `--no-field-name`), with the default shown from the same place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lorakit.data import ON_EMPTY_CHOICES, ClassificationOptions, GenerativeOptions
 from lorakit.errors import LorakitError
-from lorakit.lora.config import LoraConfig
+from lorakit.lora.config import LoraConfig, parse_target_spec
+from lorakit.task_kind import TaskKind
 
-TASKS = ("classification", "causal-lm", "seq2seq")
 METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ON_EMPTY = ("skip", "fail")
 QUANTIZE = ("nf4", "bnb-nf4")
-# What a task trains when --model/--data are not given. No seq2seq model ships in a package.
-DEFAULT_MODELS = {"classification": "all-MiniLM-L6-v2", "causal-lm": "SmolLM2-135M-Instruct", "seq2seq": None}
-DEFAULT_DATA = {"classification": "rotten-tomatoes", "causal-lm": "chatterbot", "seq2seq": "chatterbot"}
+# Option groups, in the order `lorakit train --help` shows them.
+GROUPS = ("data and model", "method", "optimisation", "evaluation and checkpoints")
 
 # LoRA trains a few randomly initialised parameters from scratch (B starts at zero, the head is
 # new), so it needs a much larger step than full fine-tuning's 5e-5, which nudges pretrained
@@ -34,77 +37,123 @@ DEFAULT_DATA = {"classification": "rotten-tomatoes", "causal-lm": "chatterbot", 
 DEFAULT_LR = {"lora": 5e-4, "full": 5e-5}
 
 
+def option(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    shown_default: str | None = None,
+) -> Any:
+    """A `TrainConfig` field with what `lorakit train` needs to offer it as a flag.
+
+    `shown_default` replaces the default in the help text where the real default is decided later
+    (None → "the task's packaged model"). A boolean's flag switches it away from its default.
+    """
+    assert group in GROUPS, group
+    metadata = {"help": help, "group": group, "choices": choices, "shown_default": shown_default}
+    return field(default=default, metadata=metadata)
+
+
+def _by_task(fact: str) -> str:
+    values = ", ".join(f"{getattr(kind, fact)} for {kind}" for kind in TaskKind if getattr(kind, fact))
+    return f"the task's: {values}"
+
+
 @dataclass
 class TrainConfig:
     """A fine-tuning run. Defaults follow the seed recipe (LoRA r=8, alpha=32, the architecture's
     attention preset — query/value for BERT, q_proj/v_proj for Llama —, dropout 0.1, batch 16,
-    max_length 256, 3 epochs)."""
+    max_length 256, 3 epochs). After construction `task` is a `TaskKind` and every None default
+    that depends on other fields (model, data, lr) is filled in."""
 
-    task: str = "classification"
-    # What to train on; None → the task's default (DEFAULT_MODELS, DEFAULT_DATA).
-    model: str | None = None
-    data: str | None = None
-    # Classification data.
-    text_column: str = "text"
-    label_column: str = "label"
-    text_pair_column: str | None = None
-    # Generative data: prompt/response columns, or a column of chat messages.
-    prompt_column: str = "prompt"
-    response_column: str = "response"
-    messages_column: str = "messages"
-    system_prompt: str | None = None
-    packing: bool = False
-    max_target_length: int = 128  # seq2seq targets
-    on_empty: str = "skip"
-    max_train_examples: int | None = None
-    # Where the run goes: output_dir is the run folder itself; empty → runs/<data>-<method>[-N].
-    output_dir: str | None = None
-    # Method.
-    method: str = "lora"
-    r: int = 8
-    lora_alpha: float = 32
-    lora_dropout: float = 0.1
-    target_modules: list[str] | str | None = None  # None: the architecture's preset (query,value for BERT)
-    use_rslora: bool = False
-    quantize: str | None = None  # "nf4": frozen base linears stored in 4 bits (QLoRA)
-    # Optimisation.
-    epochs: float = 3
-    max_steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_length: int = 256
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    scheduler: str = "linear"
-    max_grad_norm: float | None = 1.0
-    precision: str = "auto"
-    group_by_length: bool = True
+    task: TaskKind | str = option(
+        TaskKind.CLASSIFICATION.value, "what to train", "data and model", choices=TaskKind.names()
+    )
+    model: str | None = option(
+        None, "packaged name, local folder or Hub id", "data and model", shown_default=_by_task("default_model")
+    )
+    data: str | None = option(
+        None,
+        "built-in dataset name, a file/folder, or a datasets name",
+        "data and model",
+        shown_default=_by_task("default_data"),
+    )
+    text_column: str = option("text", "classification: column with the text", "data and model")
+    label_column: str = option("label", "classification: column with the label", "data and model")
+    text_pair_column: str | None = option(None, "classification: second text column, for pair tasks", "data and model")
+    prompt_column: str = option("prompt", "generation: column with the prompt", "data and model")
+    response_column: str = option("response", "generation: column with the response", "data and model")
+    messages_column: str = option("messages", "generation: column of chat messages", "data and model")
+    system_prompt: str | None = option(
+        None, "generation: a system message put before every conversation", "data and model"
+    )
+    packing: bool = option(False, "causal-lm: pack short examples into full rows", "data and model")
+    max_target_length: int = option(128, "seq2seq: truncate responses to this many tokens", "data and model")
+    on_empty: str = option("skip", "empty texts: skip them or fail", "data and model", choices=ON_EMPTY_CHOICES)
+    max_train_examples: int | None = option(None, "use only this many training examples", "data and model")
+    output_dir: str | None = option(
+        None, "the run folder itself", "data and model", shown_default="runs/<data>-<method>[-N]"
+    )
+
+    method: str = option("lora", "lora, or full fine-tuning of every weight", "method", choices=METHODS)
+    r: int = option(8, "LoRA rank", "method")
+    lora_alpha: float = option(32, "LoRA alpha; scaling = alpha/r", "method")
+    lora_dropout: float = option(0.1, "dropout on the LoRA input", "method")
+    target_modules: list[str] | str | None = option(
+        None,
+        "modules to adapt: comma-separated names (exact or dotted suffix), a regex, or all-linear",
+        "method",
+        shown_default="the architecture's attention preset, e.g. query,value for BERT",
+    )
+    use_rslora: bool = option(False, "scale by alpha/sqrt(r)", "method")
+    quantize: str | None = option(None, "QLoRA: store the frozen base linears in 4-bit NF4", "method", choices=QUANTIZE)
+
+    epochs: float = option(3, "passes over the training data", "optimisation")
+    max_steps: int | None = option(None, "stop after this many optimizer steps", "optimisation")
+    lr: float | None = option(None, "peak learning rate", "optimisation", shown_default="5e-4 for LoRA, 5e-5 for full")
+    batch_size: int = option(16, "examples per step and process", "optimisation")
+    gradient_accumulation_steps: int = option(1, "batches per optimizer step", "optimisation")
+    max_length: int = option(256, "truncate texts to this many tokens", "optimisation")
+    weight_decay: float = option(0.01, "AdamW weight decay", "optimisation")
+    warmup_ratio: float = option(0.06, "share of steps for linear warmup", "optimisation")
+    scheduler: str = option("linear", "decay after warmup", "optimisation", choices=SCHEDULERS)
+    max_grad_norm: float | None = option(1.0, "gradient clipping norm; 0 turns clipping off", "optimisation")
+    precision: str = option(
+        "auto", "compute dtype; auto = bf16 where the device runs it fast", "optimisation", choices=PRECISIONS
+    )
+    group_by_length: bool = option(True, "batches of similar lengths (off: random batches)", "optimisation")
     # Draw dropout masks with a faster generator on CPU (same distribution; see train/dropout.py).
-    fast_dropout: bool = True
+    fast_dropout: bool = option(
+        True,
+        "draw dropout masks with a faster generator (off: torch's own)",
+        "optimisation",
+    )
     # Classifiers that read only [CLS]: run the last layer on that token alone (same logits; models/first_token.py).
-    first_token_only: bool = True
-    seed: int = 42
-    # Evaluation, checkpoints, logging.
-    eval_steps: int | None = None
-    early_stopping_patience: int | None = None
-    checkpoint_steps: int = 200
-    log_steps: int = 10
-    generation_samples: int = 8  # held-out prompts generated before and after training (report)
-    max_new_tokens: int = 48
-    quiet: bool = False
+    first_token_only: bool = option(
+        True,
+        "compute only the [CLS] token its head reads in a classifier's last layer (off: every position)",
+        "optimisation",
+    )
+    seed: int = option(42, "seed for data order, initialisation and dropout", "optimisation")
+
+    eval_steps: int | None = option(
+        None, "validate every N steps", "evaluation and checkpoints", shown_default="every epoch"
+    )
+    early_stopping_patience: int | None = option(
+        None, "stop after N evaluations without improvement", "evaluation and checkpoints"
+    )
+    checkpoint_steps: int = option(200, "write a resumable checkpoint every N steps", "evaluation and checkpoints")
+    log_steps: int = option(10, "record the training loss every N steps", "evaluation and checkpoints")
+    generation_samples: int = option(
+        8, "generation: held-out prompts shown before/after in the report", "evaluation and checkpoints"
+    )
+    max_new_tokens: int = option(48, "generation: tokens generated per report sample", "evaluation and checkpoints")
+    quiet: bool = option(False, "no progress bar: log lines only", "evaluation and checkpoints")
 
     def __post_init__(self) -> None:
-        _choice(self.task, TASKS, "task")
-        if self.model is None:
-            self.model = DEFAULT_MODELS[self.task]
-            if self.model is None:
-                raise LorakitError(
-                    f"task {self.task} has no packaged default model; pass --model (a local folder or a Hub id "
-                    "such as google/flan-t5-small)"
-                )
-        if self.data is None:
-            self.data = DEFAULT_DATA[self.task]
+        self.task = TaskKind.parse(self.task)
+        self._fill_defaults()
         _choice(self.method, METHODS, "method")
         if self.quantize is not None:
             _choice(self.quantize, QUANTIZE, "quantize")
@@ -112,11 +161,33 @@ class TrainConfig:
                 raise LorakitError(
                     "quantize trains LoRA on a frozen 4-bit base; it cannot be combined with method full"
                 )
-        if self.packing and self.task != "causal-lm":
+        if self.packing and self.task is not TaskKind.CAUSAL_LM:
             raise LorakitError(f"packing applies to task causal-lm only, not {self.task}")
         _choice(self.scheduler, SCHEDULERS, "scheduler")
         _choice(self.precision, PRECISIONS, "precision")
-        _choice(self.on_empty, ON_EMPTY, "on_empty")
+        self._check_numbers()
+        if isinstance(self.target_modules, str):
+            self.target_modules = parse_target_spec(self.target_modules)
+        if self.max_grad_norm == 0:  # "0 = off", as the help says
+            self.max_grad_norm = None
+        LoraConfig(**self.lora_config_kwargs())  # the LoRA fields are checked here, once, for every method
+        self.data_options()  # and the data options, by the data layer's own rules
+
+    def _fill_defaults(self) -> None:
+        """The defaults that depend on other fields: the task's model and data, the method's lr."""
+        if self.model is None:
+            self.model = self.task.default_model
+            if self.model is None:
+                raise LorakitError(
+                    f"task {self.task} has no packaged default model; pass --model (a local folder or a Hub id "
+                    "such as google/flan-t5-small)"
+                )
+        if self.data is None:
+            self.data = self.task.default_data
+        if self.lr is None and self.method in DEFAULT_LR:
+            self.lr = DEFAULT_LR[self.method]
+
+    def _check_numbers(self) -> None:
         for name in (
             "batch_size",
             "gradient_accumulation_steps",
@@ -127,7 +198,7 @@ class TrainConfig:
             "max_new_tokens",
         ):
             _positive_int(getattr(self, name), name)
-        for name in ("max_steps", "eval_steps", "early_stopping_patience", "max_train_examples"):
+        for name in ("max_steps", "eval_steps", "early_stopping_patience"):
             if getattr(self, name) is not None:
                 _positive_int(getattr(self, name), name)
         if isinstance(self.generation_samples, bool) or not isinstance(self.generation_samples, int):
@@ -136,19 +207,15 @@ class TrainConfig:
             raise LorakitError(f"generation_samples must be >= 0, got {self.generation_samples}")
         if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool) or self.epochs <= 0:
             raise LorakitError(f"epochs must be a positive number, got {self.epochs!r}")
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.method]
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise LorakitError(f"lr must be a number in (0, 1), got {self.lr!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise LorakitError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0:
             raise LorakitError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if isinstance(self.target_modules, str) and "," in self.target_modules:
-            self.target_modules = [m.strip() for m in self.target_modules.split(",") if m.strip()]
-        LoraConfig(**self.lora_config_kwargs())  # the LoRA fields are checked here, once, for every method
 
     def lora_config_kwargs(self) -> dict[str, Any]:
+        """The LoRA fields as `LoraConfig` keyword arguments."""
         return {
             "r": self.r,
             "lora_alpha": self.lora_alpha,
@@ -157,14 +224,37 @@ class TrainConfig:
             "use_rslora": self.use_rslora,
         }
 
+    def data_options(self) -> ClassificationOptions | GenerativeOptions:
+        """How the task's loader reads `data`, validated by the data layer (raises LorakitError)."""
+        shared = {"on_empty": self.on_empty, "seed": self.seed, "max_train_examples": self.max_train_examples}
+        if self.task.generates:
+            return GenerativeOptions(
+                prompt_column=self.prompt_column,
+                response_column=self.response_column,
+                messages_column=self.messages_column,
+                system_prompt=self.system_prompt,
+                **shared,
+            )
+        return ClassificationOptions(
+            text_column=self.text_column,
+            label_column=self.label_column,
+            text_pair_column=self.text_pair_column,
+            **shared,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field as plain data (the task by name), as config.yaml stores it."""
+        data = dataclasses.asdict(self)
+        data["task"] = self.task.value
+        return data
 
     def save(self, path: Path) -> None:
+        """Write the config as YAML (what `--resume` reads back)."""
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A config from field names → values; an unknown field is an error naming the known ones."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -46,6 +46,7 @@ class FastDropout(nn.Dropout):
     """`nn.Dropout` (same `p`, same train/eval behaviour) whose CPU mask comes from `keep_mask`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dropout with the fast CPU mask while training; the identity in eval mode."""
         return fast_dropout(x, self.p, self.training)
 
 

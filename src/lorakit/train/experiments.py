@@ -44,10 +44,13 @@ def run_training(train_args: Sequence[str], run_dir: Path) -> dict[str, Any]:
 
 
 def table_row(name: str, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """One row of the comparison table: the run's name, `extra` columns, then TABLE_COLUMNS from its metrics."""
     return {"name": name, **extra, **{key: metrics.get(key) for key in TABLE_COLUMNS if key != "name"}}
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """The rows as a Markdown table of `columns`."""
+
     def cell(value: Any) -> str:
         if isinstance(value, float):
             return f"{value:.4g}"
@@ -68,8 +71,10 @@ def write_summary(
 
 
 def scatter(rows: list[dict[str, Any]], x: str, y: str, path: Path) -> Path:
+    """A scatter plot of `y` against `x`, one labelled point per row."""
     return plots.plot_scatter(rows, x, y, "name", path)
 
 
 def bars(rows: list[dict[str, Any]], keys: Sequence[str], path: Path) -> Path:
+    """Grouped bars of `keys`, one group per row."""
     return plots.plot_comparison_bars(rows, list(keys), path)

@@ -1,9 +1,14 @@
-"""The training loop, readable top to bottom: data → model → optimise → evaluate → write the run.
+"""The training loop, readable top to bottom: set up → (resume) → optimise and evaluate → write the run.
 
 One loop for every task (classification, causal LM, seq2seq: see train/tasks/). Runs on one
-CPU/GPU or under `accelerate launch` (DDP): every rank takes every world-size-th
+CPU/GPU or under `accelerate launch` / `torchrun` (DDP): every rank takes every world-size-th
 length-grouped batch, gradients are averaged by DDP, evaluation is sharded and gathered, and
 only the main process writes files.
+
+    run   = setup(config, resume)          accelerator, run folder, task, data, model, optimizer
+    state = TrainState()                   or the latest checkpoint's (exact resume)
+    while not done: train_epoch(...)       micro-batches → optimizer steps → eval → checkpoints
+    finish(run, state)                     best weights → test → metrics.json, report.html
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from transformers import AutoTokenizer
 
+from lorakit.artifacts import ArtifactInfo
 from lorakit.data.batching import LengthGroupedSampler
 from lorakit.errors import LorakitError
 from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
@@ -33,180 +39,301 @@ from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision
 from lorakit.train.progress import Progress, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
-from lorakit.train.tasks import Task, task_for
+from lorakit.train.state import TrainState
+from lorakit.train.tasks import Outcome, Task, TaskData, task_for
 
 
 @dataclass
 class RunResult:
+    """What `train` returns: the run folder and its metrics (under DDP only the main process reports)."""
+
     run_dir: Path
     metrics: dict[str, Any]
-    main_process: bool = True  # under DDP only the main process reports
+    main_process: bool = True
+
+
+@dataclass
+class Run:
+    """Everything a run holds that does not change while it trains (`TrainState` is what does)."""
+
+    config: TrainConfig
+    accelerator: Accelerator
+    run_dir: Path
+    precision: str  # "fp32", "bf16", "fp16"
+    task: Task
+    tokenizer: Any
+    data: TaskData
+    collate: Any
+    model: torch.nn.Module  # prepared by accelerate (DDP-wrapped under several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    total_steps: int
+    info: ArtifactInfo  # lorakit.json of the adapter (or model) the run writes
+    facts: dict[str, Any]  # trainable/total parameters and quantized bytes, for metrics.json
+
+    @property
+    def core(self) -> torch.nn.Module:
+        """The model without its DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The compute-precision context for forward passes."""
+        return autocast(self.precision, self.accelerator.device)
 
 
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
     """Train, evaluate and write one run; with `resume`, continue `config.output_dir` from its
     latest checkpoint and end exactly where an uninterrupted run would."""
+    run = setup(config, resume)
+    state = start_state(run, resume)
+    progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not run.accelerator.is_main_process)
+    if run.task.evaluate_before_training and not state.history["eval"]:
+        # The untrained model's validation loss: the point the curve should fall from.
+        record_eval(run, state, evaluate(run, "validation"), 0.0, progress)
+    run.model.train()
+    done = state.step >= run.total_steps
+    while not done:
+        done = train_epoch(run, state, progress)
+    progress.close()
+    return finish(run, state)
+
+
+def setup(config: TrainConfig, resume: bool) -> Run:
+    """Accelerator, run folder, task data, the model with its adapter, optimizer and schedule."""
     # cpu=True on a machine without CUDA lets accelerate set up gloo DDP under torchrun.
     accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     run_dir = _run_dir(accelerator, config, resume)
     precision = resolve_precision(config.precision, accelerator.device)
     task = task_for(config)
-
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
     if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     data = task.load_data(tokenizer)
-    splits = data.splits
-    collate = task.collator(tokenizer)
 
-    model = _build_model(config, task)
-    quantized = _quantized_bytes(model) if config.quantize else {}
+    model = build_model(config, task, data)
+    facts = _quantized_bytes(model) if config.quantize else {}
     cast_frozen_parameters(model, precision)
     if config.fast_dropout:
         use_fast_dropout(model)
-    trainable, total = trainable_parameters(model)
+    facts["trainable_params"], facts["total_params"] = trainable_parameters(model)
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
-    batches_per_epoch = len(_epoch_batches(splits["train"], config, 0, accelerator))
+    batches_per_epoch = len(epoch_batches(data.splits["train"], config, 0, accelerator))
     if batches_per_epoch == 0:
         raise LorakitError(
-            f"the training split has {len(splits['train'])} rows, fewer than one batch per process; "
+            f"the training split has {len(data.splits['train'])} rows, fewer than one batch per process; "
             "lower --batch-size or add data"
         )
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
+    info = outputs.artifact_info(config, task.artifact_facts(data))
+    return Run(
+        config=config,
+        accelerator=accelerator,
+        run_dir=run_dir,
+        precision=precision,
+        task=task,
+        tokenizer=tokenizer,
+        data=data,
+        collate=task.collator(tokenizer),
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        total_steps=total_steps,
+        info=info,
+        facts=facts,
+    )
 
-    state = {
-        "step": 0,
-        "epoch": 0,
-        "batch": 0,
-        "history": {"train": [], "eval": []},
-        "best": None,
-        "bad_evals": 0,
-        "train_seconds": 0.0,
-        "tokens": 0,
-        "samples_before": None,
-    }
-    checkpoint_dir = run_dir / "checkpoints"
-    if resume and (checkpoint := latest_checkpoint(checkpoint_dir)) is not None:
-        state = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
-    elif accelerator.is_main_process:
+
+def build_model(config: TrainConfig, task: Task, data: TaskData) -> torch.nn.Module:
+    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top."""
+    model = task.build_model(data)
+    if config.first_token_only:  # before LoRA wraps the head, whose class it checks; no-op where not exact
+        first_token_only(model)
+    if config.quantize:
+        from lorakit.quant import quantize_model
+
+        quantize_model(model, config.quantize)
+    if config.method == "lora":
+        lora = LoraConfig(
+            task_type=config.task.peft_type,
+            base_model_name_or_path=outputs.portable_model_name(config.model),
+            **config.lora_config_kwargs(),
+        )
+        add_adapter(model, lora)
+    return model
+
+
+def start_state(run: Run, resume: bool) -> TrainState:
+    """A fresh state (with the report's generations before training), or the latest checkpoint's."""
+    state = TrainState()
+    checkpoint = latest_checkpoint(run.run_dir / "checkpoints") if resume else None
+    if checkpoint is not None:
+        saved = load_checkpoint(checkpoint, run.core, run.optimizer, run.scheduler)
+        state.load_state_dict(saved, source=f"checkpoint {checkpoint}")
+    elif run.accelerator.is_main_process:
         # Generation tasks record a few held-out generations now, to show beside the trained ones.
-        state["samples_before"] = task.samples(
-            accelerator.unwrap_model(model), tokenizer, autocast(precision, accelerator.device)
-        )
+        state.samples_before = run.task.samples(run.core, run.tokenizer, run.autocast(), run.data)
+    return state
 
-    def evaluate(split: str) -> dict[str, Any]:
-        return _evaluate(accelerator, model, task, splits[split], collate, autocast(precision, accelerator.device))
 
-    info = outputs.model_info(config, task.model_info())
-
-    def save_best() -> None:
-        if accelerator.is_main_process:
-            outputs.save_model(accelerator.unwrap_model(model), run_dir, config, info, tokenizer)
-        accelerator.wait_for_everyone()
-
-    progress = Progress(total_steps, state["step"], quiet=config.quiet, silent=not accelerator.is_main_process)
-    if task.evaluate_before_training and not state["history"]["eval"]:
-        # The untrained model's validation loss: the point the curve should fall from.
-        _record_eval(evaluate("validation"), task, state, config, 0.0, progress, save_best)
-    model.train()
-    stop = state["step"] >= total_steps
-    while not stop:
-        epoch = state["epoch"]
-        batches = _epoch_batches(splits["train"], config, epoch, accelerator)
+def train_epoch(run: Run, state: TrainState, progress: Progress) -> bool:
+    """Train this rank's batches of `state.epoch` from `state.batch` on; True once the run is over
+    (the last step, or early stopping). Returns after the epoch's last batch."""
+    config = run.config
+    batches = epoch_batches(run.data.splits["train"], config, state.epoch, run.accelerator)
+    started = time.perf_counter()
+    losses: list[torch.Tensor] = []
+    for index in range(state.batch, len(batches)):
+        last_in_epoch = index == len(batches) - 1
+        sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
+        losses.append(forward_backward(run, state, batches[index], sync))
+        if not sync:
+            continue
+        step_loss = optimizer_step(run, losses)
+        losses = []
+        state.step, state.batch = state.step + 1, index + 1
+        now = time.perf_counter()
+        state.train_seconds += now - started
+        progress.update(step_loss, state.tokens * run.accelerator.num_processes, state.train_seconds)
+        epoch_position = state.epoch + (index + 1) / len(batches)
+        if state.step % config.log_steps == 0 or state.step == 1:
+            state.record_train_loss(epoch_position, step_loss, run.scheduler.get_last_lr()[0])
+        if last_in_epoch:
+            state.epoch, state.batch = state.epoch + 1, 0
+        done = after_step(run, state, progress, epoch_position, last_in_epoch)
         started = time.perf_counter()
-        accumulated, micro_batches = 0.0, 0
-        for index in range(state["batch"], len(batches)):
-            rows = [splits["train"][i] for i in batches[index]]
-            batch = {k: v.to(accelerator.device) for k, v in collate(rows).items()}
-            last_in_epoch = index == len(batches) - 1
-            sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
-            # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                with autocast(precision, accelerator.device):
-                    loss = task.training_loss(model, batch) / config.gradient_accumulation_steps
-                accelerator.backward(loss)
-            accumulated, micro_batches = accumulated + loss.detach(), micro_batches + 1
-            state["tokens"] += sum(len(row["input_ids"]) for row in rows)  # real tokens: padding excluded
-            if not sync:
-                continue
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["batch"] = index + 1
-            # The mean loss of this step's micro-batches (each was divided by the accumulation count).
-            mean_loss = accumulated * config.gradient_accumulation_steps / micro_batches
-            step_loss = accelerator.reduce(mean_loss, "mean").item()
-            accumulated, micro_batches = 0.0, 0
-            now = time.perf_counter()
-            state["train_seconds"] += now - started
-            started = now
-            progress.update(step_loss, state["tokens"] * accelerator.num_processes, state["train_seconds"])
-            epoch_position = epoch + (index + 1) / len(batches)
-            if state["step"] % config.log_steps == 0 or state["step"] == 1:
-                state["history"]["train"].append(
-                    {
-                        "step": state["step"],
-                        "epoch": round(epoch_position, 4),
-                        "loss": step_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                    }
-                )
-            epoch_done = last_in_epoch
-            if epoch_done:
-                state["epoch"], state["batch"] = epoch + 1, 0
-            due_eval = (
-                (config.eval_steps and state["step"] % config.eval_steps == 0)
-                or (not config.eval_steps and epoch_done)
-                or state["step"] >= total_steps
-            )
-            if due_eval:
-                stop = _record_eval(evaluate("validation"), task, state, config, epoch_position, progress, save_best)
-            stop = stop or state["step"] >= total_steps
-            if state["step"] % config.checkpoint_steps == 0 or stop:
-                if accelerator.is_main_process:
-                    save_checkpoint(
-                        checkpoint_dir, state["step"], accelerator.unwrap_model(model), optimizer, scheduler, state
-                    )
-                accelerator.wait_for_everyone()
-            started = time.perf_counter()
-            if stop or epoch_done:
-                break
-    progress.close()
+        if done or last_in_epoch:
+            return done
+    return False
 
-    # Test with the best weights (validation runs at least once: at the last step).
-    outputs.restore_best(accelerator.unwrap_model(model), run_dir)
-    test = evaluate("test")
-    tokens = accelerator.reduce(torch.tensor(state["tokens"], device=accelerator.device), "sum").item()
+
+def forward_backward(run: Run, state: TrainState, batch: list[int], sync: bool) -> torch.Tensor:
+    """Loss and gradients of one micro-batch (rows `batch` of train); returns the detached loss,
+    already divided by the accumulation count."""
+    rows = [run.data.splits["train"][i] for i in batch]
+    inputs = {k: v.to(run.accelerator.device) for k, v in run.collate(rows).items()}
+    # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
+    with contextlib.nullcontext() if sync else run.accelerator.no_sync(run.model):
+        with run.autocast():
+            loss = run.task.training_loss(run.model, inputs) / run.config.gradient_accumulation_steps
+        run.accelerator.backward(loss)
+    state.tokens += sum(len(row["input_ids"]) for row in rows)  # real tokens: padding excluded
+    return loss.detach()
+
+
+def optimizer_step(run: Run, losses: list[torch.Tensor]) -> float:
+    """Clip, step, schedule, zero the gradients; returns the step's mean micro-batch loss,
+    averaged over processes."""
+    if run.config.max_grad_norm:
+        run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    # Each micro-batch loss was divided by the accumulation count: undo that for the mean.
+    mean_loss = sum(losses) * run.config.gradient_accumulation_steps / len(losses)
+    return run.accelerator.reduce(mean_loss, "mean").item()
+
+
+def after_step(run: Run, state: TrainState, progress: Progress, epoch_position: float, epoch_done: bool) -> bool:
+    """Validate when due, then checkpoint when due; True once the run is over."""
+    config = run.config
+    done = False
+    if eval_due(config, state.step, epoch_done, run.total_steps):
+        done = record_eval(run, state, evaluate(run, "validation"), epoch_position, progress)
+    done = done or state.step >= run.total_steps
+    if state.step % config.checkpoint_steps == 0 or done:
+        if run.accelerator.is_main_process:
+            checkpoints = run.run_dir / "checkpoints"
+            save_checkpoint(checkpoints, state.step, run.core, run.optimizer, run.scheduler, state.state_dict())
+        run.accelerator.wait_for_everyone()
+    return done
+
+
+def eval_due(config: TrainConfig, step: int, epoch_done: bool, total_steps: int) -> bool:
+    """Every `eval_steps` steps when set, else at the end of each epoch; always at the last step."""
+    if config.eval_steps:
+        return step % config.eval_steps == 0 or step >= total_steps
+    return epoch_done or step >= total_steps
+
+
+def evaluate(run: Run, split: str) -> dict[str, Any]:
+    """The task's metrics over a whole split, sharded over ranks (by length, so each rank's batches
+    pad little) and gathered back in order."""
+    rows = run.data.splits[split]
+    accelerator = run.accelerator
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    mine = order[accelerator.process_index :: accelerator.num_processes]
+    part = run.task.evaluate_shard(run.core, [rows[i] for i in mine], run.collate, run.autocast())
+    parts = gather_object([(mine, part)]) if accelerator.num_processes > 1 else [(mine, part)]
+    return run.task.combine(parts, rows, run.data)
+
+
+def record_eval(run: Run, state: TrainState, result: dict[str, Any], epoch: float, progress: Progress) -> bool:
+    """Log a validation result and keep the weights if they are the best so far; True = stop early."""
+    task = run.task
+    entry = {"step": state.step, "epoch": round(epoch, 4), **task.eval_entry(result)}
+    state.history["eval"].append(entry)
+    values = ", ".join(f"{key} {value:.4f}" for key, value in entry.items() if key not in ("step", "epoch"))
+    progress.note(f"step {state.step}: validation {values}")
+    if task.is_better(result, state.best):
+        state.best, state.bad_evals = entry, 0
+        if run.accelerator.is_main_process:
+            outputs.save_model(run.core, run.run_dir, run.info, run.tokenizer)
+        run.accelerator.wait_for_everyone()
+        return False
+    state.bad_evals += 1
+    patience = run.config.early_stopping_patience
+    if patience and state.bad_evals >= patience:
+        progress.note(f"early stopping: validation {task.selection_metric} has not improved in {patience} evaluations")
+        return True
+    return False
+
+
+def finish(run: Run, state: TrainState) -> RunResult:
+    """Test the best weights (validation ran at least once: at the last step), then write
+    metrics.json, history.json, the plots and the report."""
+    outputs.restore_best(run.core, run.run_dir)
+    test = evaluate(run, "test")
     samples_after = None
-    if accelerator.is_main_process:
-        samples_after = task.samples(
-            accelerator.unwrap_model(model), tokenizer, autocast(precision, accelerator.device)
-        )
-    metrics = {
-        "task": config.task,
+    if run.accelerator.is_main_process:
+        samples_after = run.task.samples(run.core, run.tokenizer, run.autocast(), run.data)
+    metrics = final_metrics(run, state, test, samples_after)
+    if run.accelerator.is_main_process:
+        metrics["adapter_bytes"] = outputs.artifact_bytes(run.run_dir, run.config)
+        outputs.write_run(run.run_dir, metrics, state.history)
+        outcome = Outcome(metrics, state.history, test, state.samples_before, samples_after)
+        run.task.write_report(run.run_dir, run.data, outcome)
+    run.accelerator.wait_for_everyone()
+    return RunResult(run.run_dir, metrics, run.accelerator.is_main_process)
+
+
+def final_metrics(run: Run, state: TrainState, test: dict[str, Any], samples_after: list | None) -> dict[str, Any]:
+    """metrics.json: the task's test metrics and the run's facts (sizes, time, speed, memory)."""
+    config, accelerator, data = run.config, run.accelerator, run.data
+    tokens = accelerator.reduce(torch.tensor(state.tokens, device=accelerator.device), "sum").item()
+    quantized = {k: v for k, v in run.facts.items() if k not in ("trainable_params", "total_params")}
+    trainable, total = run.facts["trainable_params"], run.facts["total_params"]
+    return {
+        "task": config.task.value,
         "model": config.model,
         "dataset": data.source,
         "method": config.method,
-        **task.test_metrics(test),
-        **task.sample_metrics(state["samples_before"], samples_after),
+        **run.task.test_metrics(test),
+        **run.task.sample_metrics(state.samples_before, samples_after),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_percent": round(100 * trainable / total, 4),
-        "train_seconds": round(state["train_seconds"], 2),
-        "tokens_per_second": round(tokens / max(state["train_seconds"], 1e-9), 1),
+        "train_seconds": round(state.train_seconds, 2),
+        "tokens_per_second": round(tokens / max(state.train_seconds, 1e-9), 1),
         "peak_memory_bytes": peak_memory_bytes(accelerator.device),
-        "steps": state["step"],
+        "steps": state.step,
         "epochs": config.epochs,
-        "best_epoch": (state["best"] or {}).get("epoch"),
+        "best_epoch": (state.best or {}).get("epoch"),
         "device": accelerator.device.type,
-        "precision": precision,
+        "precision": run.precision,
         "processes": accelerator.num_processes,
         "train_examples": len(data.raw["train"]),
         "validation_examples": len(data.raw["validation"]),
@@ -214,12 +341,6 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
         **quantized,
         "data_notes": data.notes,
     }
-    if accelerator.is_main_process:
-        metrics["adapter_bytes"] = outputs.artifact_bytes(run_dir, config)
-        outputs.write_run(run_dir, metrics, state["history"])
-        task.write_report(run_dir, metrics, state["history"], test, state["samples_before"], samples_after)
-    accelerator.wait_for_everyone()
-    return RunResult(run_dir, metrics, accelerator.is_main_process)
 
 
 def _run_dir(accelerator: Accelerator, config: TrainConfig, resume: bool) -> Path:
@@ -238,25 +359,6 @@ def _run_dir(accelerator: Accelerator, config: TrainConfig, resume: bool) -> Pat
     return Path(chosen[0])
 
 
-def _build_model(config: TrainConfig, task: Task) -> torch.nn.Module:
-    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top."""
-    model = task.build_model()
-    if config.first_token_only:  # before LoRA wraps the head, whose class it checks; no-op where not exact
-        first_token_only(model)
-    if config.quantize:
-        from lorakit.quant import quantize_model
-
-        quantize_model(model, config.quantize)
-    if config.method == "lora":
-        lora = LoraConfig(
-            task_type=task.peft_task_type,
-            base_model_name_or_path=outputs.portable_model_name(config.model),
-            **config.lora_config_kwargs(),
-        )
-        add_adapter(model, lora)
-    return model
-
-
 def _quantized_bytes(model: torch.nn.Module) -> dict[str, int]:
     """Base-weight bytes of the quantized linears against the same weights in fp32/bf16, for metrics.json."""
     from lorakit.quant import quantized_weight_bytes
@@ -264,7 +366,7 @@ def _quantized_bytes(model: torch.nn.Module) -> dict[str, int]:
     return quantized_weight_bytes(model)
 
 
-def _epoch_batches(split: list[dict], config: TrainConfig, epoch: int, accelerator: Accelerator) -> list[list[int]]:
+def epoch_batches(split: list[dict], config: TrainConfig, epoch: int, accelerator: Accelerator) -> list[list[int]]:
     """This rank's batches for `epoch`: a pure function of (seed, epoch), so resuming can jump
     straight to any batch. Ranks take every world-size-th batch; leftovers are dropped so all
     ranks run the same number of steps."""
@@ -280,46 +382,3 @@ def _epoch_batches(split: list[dict], config: TrainConfig, epoch: int, accelerat
     world, rank = accelerator.num_processes, accelerator.process_index
     usable = len(batches) // world * world
     return batches[rank:usable:world]
-
-
-def _evaluate(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    task: Task,
-    split: list[dict],
-    collate,
-    autocast_context: contextlib.AbstractContextManager,
-) -> dict[str, Any]:
-    """The task's metrics over a whole split, sharded over ranks (by length, so each rank's batches
-    pad little) and gathered back in order."""
-    order = sorted(range(len(split)), key=lambda i: len(split[i]["input_ids"]))
-    mine = order[accelerator.process_index :: accelerator.num_processes]
-    part = task.evaluate_shard(accelerator.unwrap_model(model), [split[i] for i in mine], collate, autocast_context)
-    parts = gather_object([(mine, part)]) if accelerator.num_processes > 1 else [(mine, part)]
-    return task.combine(parts, split)
-
-
-def _record_eval(
-    result: dict[str, Any],
-    task: Task,
-    state: dict[str, Any],
-    config: TrainConfig,
-    epoch: float,
-    progress: Progress,
-    save_best,
-) -> bool:
-    """Log a validation result and keep the weights if they are the best so far; True = stop early."""
-    entry = {"step": state["step"], "epoch": round(epoch, 4), **task.eval_entry(result)}
-    state["history"]["eval"].append(entry)
-    values = ", ".join(f"{key} {value:.4f}" for key, value in entry.items() if key not in ("step", "epoch"))
-    progress.note(f"step {state['step']}: validation {values}")
-    if task.is_better(result, state["best"]):
-        state["best"], state["bad_evals"] = entry, 0
-        save_best()
-        return False
-    state["bad_evals"] += 1
-    patience = config.early_stopping_patience
-    if patience and state["bad_evals"] >= patience:
-        progress.note(f"early stopping: validation {task.selection_metric} has not improved in {patience} evaluations")
-        return True
-    return False

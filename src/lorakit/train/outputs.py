@@ -9,13 +9,15 @@ plots/*.png         loss curves, the validation metric, the confusion matrix (cl
 generations.json    (generation tasks) held-out prompts, references, generations before/after training
 report.html         one self-contained page with all of the above
 checkpoints/        resumable checkpoints and the best trainable weights
+
+The adapter/model folder and its lorakit.json are written by `lorakit.artifacts`, the one owner of
+that format; this module decides what goes in them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lorakit.lora import save_adapter
+from lorakit.artifacts import ArtifactInfo, run_artifact_folder, save_artifact
 from lorakit.models import PACKAGED_MODELS
-from lorakit.tasks.artifacts import MODEL_INFO
 from lorakit.train.config import TrainConfig
 
 BEST_WEIGHTS = "checkpoints/best.safetensors"
@@ -40,34 +41,22 @@ def portable_model_name(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def artifact_folder(run_dir: Path, config: TrainConfig) -> Path:
-    return run_dir / ("adapter" if config.method == "lora" else "model")
+def artifact_info(config: TrainConfig, task_facts: dict[str, Any]) -> ArtifactInfo:
+    """lorakit.json for this run: the run's facts and the task's (`Task.artifact_facts`)."""
+    return ArtifactInfo(
+        task=config.task,
+        method=config.method,
+        base_model=portable_model_name(config.model),
+        max_length=config.max_length,
+        quantize=config.quantize,
+        **task_facts,
+    )
 
 
-def model_info(config: TrainConfig, task_info: dict[str, Any]) -> dict[str, Any]:
-    """lorakit.json: the facts eval/predict/generate/merge/serve need beyond the PEFT files."""
-    return {
-        "task": config.task,
-        "method": config.method,
-        "base_model": portable_model_name(config.model),
-        "max_length": config.max_length,
-        "quantize": config.quantize,
-        **task_info,
-    }
-
-
-def save_model(model: nn.Module, run_dir: Path, config: TrainConfig, info: dict[str, Any], tokenizer) -> None:
-    """Replace the run's adapter (or full model) with the current weights, atomically."""
-    target = artifact_folder(run_dir, config)
-    staging = target.with_name(f".{target.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    if config.method == "lora":
-        save_adapter(model, staging)
-    else:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    (staging / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    _swap_in(staging, target)
+def save_model(model: nn.Module, run_dir: Path, info: ArtifactInfo, tokenizer: Any) -> None:
+    """Replace the run's adapter (or full model) with the current weights, atomically, and keep
+    the trainable weights as the best so far (`restore_best` puts them back)."""
+    save_artifact(run_artifact_folder(run_dir, info.method), model, info, tokenizer)
     best = run_dir / BEST_WEIGHTS
     best.parent.mkdir(parents=True, exist_ok=True)
     trainable = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
@@ -85,7 +74,7 @@ def restore_best(model: nn.Module, run_dir: Path) -> None:
 
 def artifact_bytes(run_dir: Path, config: TrainConfig) -> int:
     """Bytes on disk of what a user ships: the adapter (or the full model) folder."""
-    return sum(f.stat().st_size for f in artifact_folder(run_dir, config).rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in run_artifact_folder(run_dir, config.method).rglob("*") if f.is_file())
 
 
 def write_run(run_dir: Path, metrics: dict[str, Any], history: dict[str, list]) -> None:
@@ -93,12 +82,3 @@ def write_run(run_dir: Path, metrics: dict[str, Any], history: dict[str, list]) 
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     (run_dir / "plots").mkdir(exist_ok=True)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)

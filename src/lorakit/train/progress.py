@@ -40,6 +40,7 @@ class Progress:
         )
 
     def update(self, loss: float, tokens: int, seconds: float) -> None:
+        """One optimizer step done: advance the bar, showing loss, tokens/s and peak memory."""
         if self.bar is None:
             return
         memory = peak_memory_bytes(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -49,6 +50,7 @@ class Progress:
         self.bar.update(1)
 
     def note(self, message: str) -> None:
+        """Print a line (above the bar, or as a log line under --quiet)."""
         if self.silent:
             return
         if self.bar is not None:
@@ -57,5 +59,6 @@ class Progress:
             print(message, file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """Finish the bar."""
         if self.bar is not None:
             self.bar.close()

@@ -31,6 +31,7 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 
 def config_for_resume(run_dir: str | Path) -> TrainConfig:
+    """The config a run folder was started with, to continue it (`--resume`)."""
     folder = Path(run_dir)
     file = folder / CONFIG_FILE
     if not file.is_file():

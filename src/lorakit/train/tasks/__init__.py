@@ -1,16 +1,25 @@
 """The training tasks: what the one training loop needs to know about each kind of model."""
 
 from lorakit.train.config import TrainConfig
-from lorakit.train.tasks.base import Task, TaskData
+from lorakit.train.tasks.base import Outcome, Task, TaskData
 from lorakit.train.tasks.classification import ClassificationTask
-from lorakit.train.tasks.generative import CausalLMTask, Seq2SeqTask
+from lorakit.train.tasks.generative import CausalLMTask, GenerativeTask, Seq2SeqTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "causal-lm": CausalLMTask, "seq2seq": Seq2SeqTask}
+_BY_KIND: dict = {task.kind: task for task in (ClassificationTask, CausalLMTask, Seq2SeqTask)}
 
 
 def task_for(config: TrainConfig) -> Task:
-    """The task object for `config.task`."""
-    return TASKS[config.task](config)
+    """The training task for `config.task`."""
+    return _BY_KIND[config.task](config)
 
 
-__all__ = ["TASKS", "CausalLMTask", "ClassificationTask", "Seq2SeqTask", "Task", "TaskData", "task_for"]
+__all__ = [
+    "CausalLMTask",
+    "ClassificationTask",
+    "GenerativeTask",
+    "Outcome",
+    "Seq2SeqTask",
+    "Task",
+    "TaskData",
+    "task_for",
+]

@@ -9,12 +9,12 @@ answers" a number rather than an impression.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
+from abc import abstractmethod
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,61 +22,62 @@ from torch import nn
 from lorakit.data.chat import CausalCollator, Seq2SeqCollator, pack_examples, tokenize_causal, tokenize_seq2seq
 from lorakit.data.generative import GenerativeExample, load_generative_data
 from lorakit.errors import LorakitError
+from lorakit.inference.generation import generate_batch, labelled_logits, perplexity, prompt_text, response_loss
 from lorakit.models import load_model
 from lorakit.report import html, plots
-from lorakit.tasks.generation import generate_batch, labelled_logits, perplexity, prompt_text, response_loss
-from lorakit.train.tasks.base import Task, TaskData
+from lorakit.task_kind import TaskKind
+from lorakit.train.tasks.base import Autocast, Collate, Outcome, Rows, Task, TaskData
 
 
-class CausalLMTask(Task):
-    name = "causal-lm"
-    peft_task_type = "CAUSAL_LM"
-    # Label positions are predicted from the position before them.
-    shift_labels = True
+class GenerativeTask(Task):
+    """What causal-LM and seq2seq training share: conversations in, response-token loss and
+    perplexity out (the lower validation loss keeps the weights), generations in the report."""
+
+    # Encoder-decoder models read the prompt in the encoder and align logits with labels
+    # themselves; causal LMs predict the label at position t+1 from position t.
+    encoder_decoder: ClassVar[bool]
     evaluate_before_training = True
 
+    @abstractmethod
+    def tokenize(self, tokenizer: Any, example: GenerativeExample) -> dict[str, list[int]] | None:
+        """One example as model rows, or None when its response does not fit."""
+
     def load_data(self, tokenizer: Any) -> TaskData:
-        config = self.config
-        data = load_generative_data(
-            config.data,
-            prompt_column=config.prompt_column,
-            response_column=config.response_column,
-            messages_column=config.messages_column,
-            system_prompt=config.system_prompt,
-            on_empty=config.on_empty,
-            seed=config.seed,
-            max_train_examples=config.max_train_examples,
-        )
-        raw = {"train": data.train, "validation": data.validation, "test": data.test}
+        """Conversations split into train/validation/test and tokenized; examples whose response
+        does not fit max_length are dropped (with a note)."""
+        data = load_generative_data(self.config.data, options=self.config.data_options())
+        raw = data.splits()
         notes = list(data.notes)
         splits = {}
         for name, examples in raw.items():
-            tokenized = [self.tokenize(tokenizer, example) for example in examples]
-            kept = [(example, row) for example, row in zip(examples, tokenized, strict=True) if row is not None]
-            if len(kept) < len(examples):
-                notes.append(
-                    f"{name}: dropped {len(examples) - len(kept)} examples whose response does not fit max_length"
-                )
-            if examples and not kept:
-                raise LorakitError(
-                    f"no {name} example fits max_length={config.max_length} with its whole response; raise --max-length"
-                )
-            raw[name] = [example for example, _ in kept]
-            splits[name] = [row for _, row in kept]
-        if self.config.packing:
-            # Only training rows are packed: evaluation scores each example on its own.
-            splits["train"] = pack_examples(splits["train"], config.max_length)
-        self.test_examples = raw["test"]
+            raw[name], splits[name] = self._fitting(tokenizer, name, examples, notes)
+        splits["train"] = self.training_rows(splits["train"])
         return TaskData(splits, raw, data.source, notes)
 
-    def tokenize(self, tokenizer: Any, example: GenerativeExample) -> dict[str, list[int]] | None:
-        return tokenize_causal(tokenizer, example, self.config.max_length)
+    def _fitting(
+        self, tokenizer: Any, split: str, examples: list[GenerativeExample], notes: list[str]
+    ) -> tuple[list[GenerativeExample], list[dict[str, list[int]]]]:
+        """The examples of `split` that fit, and their rows."""
+        tokenized = [self.tokenize(tokenizer, example) for example in examples]
+        kept = [(example, row) for example, row in zip(examples, tokenized, strict=True) if row is not None]
+        if len(kept) < len(examples):
+            notes.append(
+                f"{split}: dropped {len(examples) - len(kept)} examples whose response does not fit max_length"
+            )
+        if examples and not kept:
+            raise LorakitError(
+                f"no {split} example fits max_length={self.config.max_length} with its whole response; "
+                "raise --max-length"
+            )
+        return [example for example, _ in kept], [row for _, row in kept]
 
-    def collator(self, tokenizer: Any) -> Any:
-        return CausalCollator(tokenizer, pad_to_multiple_of=8)
+    def training_rows(self, rows: list[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
+        """The rows training iterates over (as tokenized, by default)."""
+        return rows
 
-    def build_model(self) -> nn.Module:
-        model = load_model(self.config.model, task_type=self.peft_task_type)
+    def build_model(self, data: TaskData) -> nn.Module:
+        """The pretrained model with its LM head, its KV cache off."""
+        model = load_model(self.config.model, task_type=self.kind.peft_type)
         # Training needs no KV cache, and packed rows are only kept apart without one (data/chat.py).
         model.config.use_cache = False
         return model
@@ -84,25 +85,26 @@ class CausalLMTask(Task):
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the batch's response tokens (what the model's own loss is), with
         logits computed at those positions only (see `labelled_logits`)."""
-        logits, labels = labelled_logits(model, batch, self.shift_labels)
+        logits, labels = labelled_logits(model, batch, not self.encoder_decoder)
         return nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100)
 
-    def evaluate_shard(
-        self, model: nn.Module, rows: list[dict[str, Any]], collate: Any, autocast: contextlib.AbstractContextManager
-    ) -> tuple[float, int]:
+    def evaluate_shard(self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast) -> tuple[float, int]:
         """Summed response-token cross-entropy and the number of response tokens in `rows`."""
-        return response_loss(model, rows, collate, self.config.batch_size, self.shift_labels, autocast)
+        return response_loss(model, rows, collate, self.config.batch_size, not self.encoder_decoder, autocast)
 
-    def combine(self, parts: list[tuple[list[int], Any]], split: list[dict[str, Any]]) -> dict[str, Any]:
+    def combine(self, parts: list[tuple[list[int], Any]], split: list[dict[str, Any]], data: TaskData) -> dict:
+        """Mean response-token loss, perplexity and the token count over every rank's rows."""
         loss_sum = sum(part[0] for _, part in parts)
         tokens = sum(part[1] for _, part in parts)
         loss = loss_sum / max(tokens, 1)
         return {"loss": loss, "perplexity": perplexity(loss), "tokens": tokens}
 
     def eval_entry(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Loss and perplexity."""
         return {"loss": result["loss"], "perplexity": result["perplexity"]}
 
     def test_metrics(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Test loss, perplexity and the number of response tokens they are over."""
         return {"loss": result["loss"], "perplexity": result["perplexity"], "test_tokens": result["tokens"]}
 
     def sample_metrics(self, before: list | None, after: list | None) -> dict[str, Any]:
@@ -111,22 +113,23 @@ class CausalLMTask(Task):
             return {}
         return {"sample_f1_before": sample_f1(before), "sample_f1_after": sample_f1(after)}
 
-    def model_info(self) -> dict[str, Any]:
+    def artifact_facts(self, data: TaskData) -> dict[str, Any]:
+        """The system prompt and sample length that `lorakit generate` reuses."""
         return {"system_prompt": self.config.system_prompt, "max_new_tokens": self.config.max_new_tokens}
 
-    def samples(self, model: nn.Module, tokenizer: Any, autocast: contextlib.AbstractContextManager) -> list[dict]:
+    def samples(self, model: nn.Module, tokenizer: Any, autocast: Autocast, data: TaskData) -> list[dict]:
         """Greedy generations for the first `generation_samples` distinct test prompts, with their
         reference (a question asked several times in the data keeps its first answer)."""
         distinct = {}
-        for example in self.test_examples:
+        for example in data.raw["test"]:
             distinct.setdefault(repr(example.prompt_messages), example)
         examples = list(distinct.values())[: self.config.generation_samples]
         if not examples:
             return []
-        prompts = [prompt_text(tokenizer, example.prompt_messages, self.name) for example in examples]
+        prompts = [prompt_text(tokenizer, example.prompt_messages, self.kind) for example in examples]
         with autocast:
             outputs = generate_batch(
-                model, tokenizer, prompts, max_new_tokens=self.config.max_new_tokens, seq2seq=self.name == "seq2seq"
+                model, tokenizer, prompts, max_new_tokens=self.config.max_new_tokens, seq2seq=self.encoder_decoder
             )
         return [
             {
@@ -138,48 +141,66 @@ class CausalLMTask(Task):
             for example, output in zip(examples, outputs, strict=True)
         ]
 
-    def write_report(
-        self,
-        run_dir: Path,
-        metrics: dict[str, Any],
-        history: dict[str, list],
-        test: dict[str, Any],
-        samples_before: list | None,
-        samples_after: list | None,
-    ) -> Path:
-        generations = _pair_samples(samples_before, samples_after)
+    def write_report(self, run_dir: Path, data: TaskData, outcome: Outcome) -> Path:
+        """generations.json, loss and perplexity curves, and the before/after generations."""
+        generations = _pair_samples(outcome.samples_before, outcome.samples_after)
         if generations:
             (run_dir / "generations.json").write_text(json.dumps(generations, indent=2, ensure_ascii=False) + "\n")
         plot_dir = run_dir / "plots"
         images = {
-            "Loss": plots.plot_loss_curves(history, plot_dir / "loss.png"),
-            "Validation perplexity": plots.plot_metric_curve(history, "perplexity", plot_dir / "perplexity.png"),
+            "Loss": plots.plot_loss_curves(outcome.history, plot_dir / "loss.png"),
+            "Validation perplexity": plots.plot_metric_curve(
+                outcome.history, "perplexity", plot_dir / "perplexity.png"
+            ),
         }
         return html.write_report(
             run_dir / "report.html",
             title=f"lorakit run {run_dir.name}",
-            metrics=metrics,
-            history=history,
+            metrics=outcome.metrics,
+            history=outcome.history,
             config=self.config.to_dict(),
             generations=generations,
             images=images,
         )
 
 
-class Seq2SeqTask(CausalLMTask):
-    name = "seq2seq"
-    peft_task_type = "SEQ_2_SEQ_LM"
-    # The decoder's logits are already aligned with the labels (teacher forcing shifts inside).
-    shift_labels = False
+class CausalLMTask(GenerativeTask):
+    """Instruction tuning of a decoder-only LM: the chat template renders each conversation, the
+    loss sees the assistant turns only; `packing` fills training rows with several examples."""
+
+    kind = TaskKind.CAUSAL_LM
+    encoder_decoder = False
 
     def tokenize(self, tokenizer: Any, example: GenerativeExample) -> dict[str, list[int]] | None:
+        """The rendered conversation, labels on the assistant turns (see `tokenize_causal`)."""
+        return tokenize_causal(tokenizer, example, self.config.max_length)
+
+    def training_rows(self, rows: list[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
+        """Packed into max_length rows with `packing`; evaluation scores each example on its own."""
+        return pack_examples(rows, self.config.max_length) if self.config.packing else rows
+
+    def collator(self, tokenizer: Any) -> Collate:
+        """Right padding to a multiple of 8, labels padded with -100."""
+        return CausalCollator(tokenizer, pad_to_multiple_of=8)
+
+
+class Seq2SeqTask(GenerativeTask):
+    """Encoder-decoder fine-tuning (T5, BART): the prompt is the encoder input, the response the labels."""
+
+    kind = TaskKind.SEQ2SEQ
+    encoder_decoder = True
+
+    def tokenize(self, tokenizer: Any, example: GenerativeExample) -> dict[str, list[int]] | None:
+        """Prompt and response tokens, each truncated to its own length (see `tokenize_seq2seq`)."""
         return tokenize_seq2seq(tokenizer, example, self.config.max_length, self.config.max_target_length)
 
-    def collator(self, tokenizer: Any) -> Any:
+    def collator(self, tokenizer: Any) -> Collate:
+        """Encoder inputs and labels padded separately, to multiples of 8."""
         return Seq2SeqCollator(tokenizer, pad_to_multiple_of=8)
 
-    def model_info(self) -> dict[str, Any]:
-        return {**super().model_info(), "max_target_length": self.config.max_target_length}
+    def artifact_facts(self, data: TaskData) -> dict[str, Any]:
+        """The generation facts and the response length the model was trained to."""
+        return {**super().artifact_facts(data), "max_target_length": self.config.max_target_length}
 
 
 def word_f1(prediction: str, reference: str) -> float:

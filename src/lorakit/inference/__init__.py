@@ -1,0 +1,1 @@
+"""Using trained adapters and models: classification (scores, metrics, labels) and text generation."""

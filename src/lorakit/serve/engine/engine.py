@@ -1,0 +1,190 @@
+"""The serving engine: one base model, its adapter registry, and the batching worker.
+
+    HTTP handler ──► engine.submit_classify / submit_generate ──► Batcher queue
+                                                                     │ worker thread
+                     registry.hold(batch adapters) ◄─────────────────┤ (loads, pins, locks the model)
+                     run_classification / run_generation ◄───────────┘ (one mixed-adapter forward,
+    Future / TokenStream ◄── results, per request                        on the engine's `kind`)
+
+Settings are checked when a request is submitted (a LorakitError raised at once); an unknown or
+unfit adapter, or an input that is too long, fails that request's Future only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from lorakit.errors import LorakitError
+from lorakit.models import infer_task_type, load_model, resolve_model
+from lorakit.models.loading import load_config
+from lorakit.serve.engine.adapters import check_name
+from lorakit.serve.engine.batch import Batch
+from lorakit.serve.engine.batcher import Batcher, Request
+from lorakit.serve.engine.classify import ClassifyInput, run_classification
+from lorakit.serve.engine.generate import GenerateInput, Generation, GenerationHandle, run_generation
+from lorakit.serve.engine.registry import DEFAULT_MAX_BYTES, AdapterRegistry
+from lorakit.task_kind import TaskKind
+
+SERVED_KINDS = (TaskKind.CLASSIFICATION, TaskKind.CAUSAL_LM)
+
+
+class Engine:
+    """Serve one base model's adapters: batched, mixed-adapter classification or generation.
+
+    Args:
+        registry: the base model (`registry.model`) and its adapters; its `kind` (CLASSIFICATION or
+            CAUSAL_LM) decides what the engine serves.
+        tokenizer: the base model's tokenizer.
+        max_batch_size / max_wait_ms: batching (see `Batcher`).
+        max_input_tokens: longest classification input (default: the model's position limit).
+        bf16: run forward passes under bfloat16 autocast (about 2× faster on a CPU with AVX-512 bf16).
+    """
+
+    def __init__(
+        self,
+        registry: AdapterRegistry,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_input_tokens: int | None = None,
+        bf16: bool = False,
+    ) -> None:
+        self.kind = _served_kind(getattr(registry.kind, "peft_type", None))
+        self.model = registry.model.eval()
+        self.tokenizer = tokenizer
+        self.registry = registry
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+        self.max_input_tokens = max_input_tokens or self.max_positions
+        self.bf16 = bf16
+        self.batcher = Batcher(self._run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+
+    def submit_classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> Future:
+        """Queue one text (pair); the Future gives `{"label", "probability", "probabilities"}`."""
+        self._check_kind(TaskKind.CLASSIFICATION, "classify")
+        if not isinstance(text, str) or (text_pair is not None and not isinstance(text_pair, str)):
+            raise LorakitError("text (and text_pair, if given) must be strings")
+        return self.batcher.submit(("classify",), _adapter_name(adapter), ClassifyInput(text, text_pair))
+
+    def submit_generate(
+        self,
+        adapter: str | None,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> GenerationHandle:
+        """Queue one prompt; the handle's Future gives a `Generation`, its `stream` the text as it
+        is generated (iterate it, or `async for`). temperature 0: greedy."""
+        self._check_kind(TaskKind.CAUSAL_LM, "generate")
+        if not isinstance(prompt, str):
+            raise LorakitError("prompt must be a string")
+        payload = GenerateInput(prompt, max_new_tokens, temperature, top_p)
+        future = self.batcher.submit(payload.batch_key, _adapter_name(adapter), payload)
+        return GenerationHandle(future, payload.stream)
+
+    async def classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> dict:
+        """`submit_classify`, awaited."""
+        return await asyncio.wrap_future(self.submit_classify(adapter, text, text_pair))
+
+    async def generate(self, adapter: str | None, prompt: str, **sampling: float) -> Generation:
+        """`submit_generate`, awaited (for streaming, use `submit_generate(...).stream`).
+
+        sampling: `submit_generate`'s keywords (max_new_tokens, temperature, top_p).
+        """
+        return await asyncio.wrap_future(self.submit_generate(adapter, prompt, **sampling).future)
+
+    @property
+    def task_type(self) -> str:
+        """PEFT's name for `kind` ("SEQ_CLS", "CAUSAL_LM"): what /health, /v1/models and the CLI report."""
+        return self.kind.peft_type
+
+    def metrics(self) -> dict:
+        """{"batcher": Batcher.metrics(), "adapters": AdapterRegistry.stats()}."""
+        return {"batcher": self.batcher.metrics(), "adapters": self.registry.stats()}
+
+    def close(self) -> None:
+        """Finish the running batch, fail queued requests, stop the worker."""
+        self.batcher.close()
+
+    def __enter__(self) -> Engine:
+        """The engine itself; leaving the block closes it."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """`close()`."""
+        self.close()
+
+    def _check_kind(self, kind: TaskKind, verb: str) -> None:
+        if self.kind is not kind:
+            raise LorakitError(f"this server runs a {self.task_type} model, which cannot {verb}")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        device = next(self.model.parameters()).device
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    def _run_batch(self, requests: list[Request]) -> None:
+        with self.registry.hold(request.adapter for request in requests) as held:
+            batch = Batch(self.model, self.tokenizer, held, self._autocast(), self.registry.slots)
+            if self.kind is TaskKind.CLASSIFICATION:
+                run_classification(batch, requests, self.max_input_tokens)
+            else:
+                run_generation(batch, requests, self.max_positions)
+
+
+def load_engine(
+    base_model: str,
+    *,
+    task_type: str | None = None,
+    adapters_dir: str | Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    num_labels: int | None = None,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 5.0,
+    max_input_tokens: int | None = None,
+    bf16: bool = False,
+) -> Engine:
+    """Load `base_model` (packaged name, folder or Hub id) and its tokenizer, and start an Engine.
+
+    task_type: PEFT's SEQ_CLS or CAUSAL_LM (default: inferred from the architecture); num_labels: the
+    base's own head width (adapters bring their own heads); the rest: see `AdapterRegistry` and `Engine`.
+    """
+    kind = _served_kind(task_type or infer_task_type(load_config(base_model)))
+    model = load_model(base_model, kind.peft_type, num_labels=num_labels).eval()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model))
+    registry = AdapterRegistry(
+        model,
+        base_model,
+        adapters_dir=adapters_dir,
+        max_bytes=max_bytes,
+        kind=kind,
+        pack_dtype=torch.bfloat16 if bf16 else None,  # the dtype the batches' autocast computes in
+    )
+    return Engine(
+        registry,
+        tokenizer,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_input_tokens=max_input_tokens,
+        bf16=bf16,
+    )
+
+
+def _served_kind(task_type: str | None) -> TaskKind:
+    """The served kind whose PEFT task_type this is; a LorakitError naming the served ones otherwise."""
+    kind = TaskKind.from_peft_type(task_type)
+    if kind not in SERVED_KINDS:
+        served = " or ".join(kind.peft_type for kind in SERVED_KINDS)
+        raise LorakitError(f"the engine serves task_type {served}; got {task_type!r}")
+    return kind
+
+
+def _adapter_name(adapter: str | None) -> str | None:
+    return None if adapter is None else check_name(adapter)

@@ -1,0 +1,44 @@
+"""What the handlers depend on, as FastAPI dependencies read from `app.state` (set by `create_app`).
+
+    @router.post("/v1/classify")
+    async def classify(body: ClassifyRequest, engine: EngineDep, limits: LimitsDep) -> dict: ...
+
+A router mounted on its own (a test) sets `app.state` the same way, or replaces a dependency:
+`app.dependency_overrides[get_engine] = lambda: stand_in`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from lorakit.serve.engine.engine import Engine
+from lorakit.serve.http.limits import Limits
+from lorakit.serve.http.prometheus import HttpMetrics
+
+
+def get_engine(request: Request) -> Engine:
+    """The engine the app serves (`app.state.engine`)."""
+    return request.app.state.engine
+
+
+def get_limits(request: Request) -> Limits:
+    """What one request may ask (`app.state.limits`)."""
+    return request.app.state.limits
+
+
+def get_http_metrics(request: Request) -> HttpMetrics:
+    """The app's request counters and latencies (`app.state.http_metrics`), filled by `RequestMetrics`."""
+    return request.app.state.http_metrics
+
+
+def get_started(request: Request) -> int:
+    """When the app was created, in Unix seconds (`app.state.started`): the `created` of /v1/models."""
+    return request.app.state.started
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+LimitsDep = Annotated[Limits, Depends(get_limits)]
+HttpMetricsDep = Annotated[HttpMetrics, Depends(get_http_metrics)]
+StartedDep = Annotated[int, Depends(get_started)]

@@ -1,1 +1,0 @@
-"""Per-task pieces: the model head, the loss, metrics and prediction."""
