@@ -69,7 +69,9 @@ class Run:
     scheduler: Any
     total_steps: int
     info: ArtifactInfo  # lorakit.json of the adapter (or model) the run writes
-    facts: dict[str, Any]  # trainable/total parameters and quantized bytes, for metrics.json
+    trainable_params: int
+    total_params: int
+    quantized: dict[str, int]  # QLoRA: base-weight bytes in NF4 against fp32/bf16, for metrics.json
 
     @property
     def core(self) -> torch.nn.Module:
@@ -112,11 +114,11 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     data = task.load_data(tokenizer)
 
     model = build_model(config, task, data)
-    facts = _quantized_bytes(model) if config.quantize else {}
+    quantized = _quantized_bytes(model) if config.quantize else {}
     cast_frozen_parameters(model, precision)
     if config.fast_dropout:
         use_fast_dropout(model)
-    facts["trainable_params"], facts["total_params"] = trainable_parameters(model)
+    trainable, total = trainable_parameters(model)
     optimizer = build_optimizer(model, config.lr, config.weight_decay)
     batches_per_epoch = len(epoch_batches(data.splits["train"], config, 0, accelerator))
     if batches_per_epoch == 0:
@@ -143,7 +145,9 @@ def setup(config: TrainConfig, resume: bool) -> Run:
         scheduler=scheduler,
         total_steps=total_steps,
         info=info,
-        facts=facts,
+        trainable_params=trainable,
+        total_params=total,
+        quantized=quantized,
     )
 
 
@@ -314,8 +318,7 @@ def final_metrics(run: Run, state: TrainState, test: dict[str, Any], samples_aft
     """metrics.json: the task's test metrics and the run's facts (sizes, time, speed, memory)."""
     config, accelerator, data = run.config, run.accelerator, run.data
     tokens = accelerator.reduce(torch.tensor(state.tokens, device=accelerator.device), "sum").item()
-    quantized = {k: v for k, v in run.facts.items() if k not in ("trainable_params", "total_params")}
-    trainable, total = run.facts["trainable_params"], run.facts["total_params"]
+    trainable, total = run.trainable_params, run.total_params
     return {
         "task": config.task.value,
         "model": config.model,
@@ -338,7 +341,7 @@ def final_metrics(run: Run, state: TrainState, test: dict[str, Any], samples_aft
         "train_examples": len(data.raw["train"]),
         "validation_examples": len(data.raw["validation"]),
         "test_examples": len(data.raw["test"]),
-        **quantized,
+        **run.quantized,
         "data_notes": data.notes,
     }
 
