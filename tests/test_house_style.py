@@ -23,6 +23,7 @@ LAYERS = {
     "packages": 1,
     "folders": 1,
     "_third_party_logs": 1,
+    "heap": 1,
     "lora": 2,
     "data": 2,
     "models": 2,

@@ -71,7 +71,21 @@ def test_unknown_target_lists_close_matches(gpt2_folder, capsys: pytest.CaptureF
 def test_unloadable_model_is_one_line_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", str(tmp_path / "missing"), "--task", "SEQ_CLS"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot load model" in err
+    assert err.count("\n") == 1 and "no such model folder or file" in err
+
+
+def test_plan_estimates_training_memory(gpt2_folder, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["inspect", gpt2_folder, "--plan", "--batch-size", "4", "--max-length", "32", "--precision", "fp32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    plain, checked = (line for line in out.splitlines() if "estimated peak memory" in line)
+    assert "checkpointing off" in plain and "checkpointing on" in checked and "128 tokens" in plain
+
+
+def test_plan_with_an_impossible_budget_is_one_line(gpt2_folder, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", gpt2_folder, "--plan", "--max-memory", "1MiB"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot fit this run" in err and "micro-batch 1 × 16" in err
 
 
 def test_bad_rank_is_one_line_error(gpt2_folder, capsys: pytest.CaptureFixture[str]) -> None:

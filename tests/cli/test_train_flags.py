@@ -67,7 +67,7 @@ def test_flags_reach_the_config_typed_and_normalised():
     assert (config.r, config.lora_alpha, config.epochs) == (4, 16.0, 0.5)
     assert config.target_modules == ["q_proj", "v_proj"]
     assert config.max_grad_norm is None, "0 means no clipping"
-    assert config.group_by_length is False and config.packing is True and config.max_train_examples == 7
+    assert config.group_by_length is False and config.packing == "on" and config.max_train_examples == 7
     assert config.lr == 5e-4
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,110 @@ def test_generate_refuses_a_classification_adapter(tiny_classifier_dir, sentimen
     capsys.readouterr()
     assert main(["generate", "--adapter", str(out), "hello"]) == 2
     assert "use lorakit predict" in capsys.readouterr().err
+
+
+def _history(run: Path) -> dict:
+    return json.loads((run / "history.json").read_text())
+
+
+def test_checkpointing_trains_exactly_like_keeping_activations(tiny_causal_dir, capitals_jsonl, tmp_path):
+    """Same seed, same batches: recomputing activations (dropout replayed) changes no number."""
+    runs = {}
+    for mode in ("off", "on"):
+        out = tmp_path / mode
+        extra = ["--gradient-checkpointing", mode, "--max-steps", "4", "--log-steps", "1", "--generation-samples", "0"]
+        assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra)) == 0
+        runs[mode] = out
+        assert json.loads((out / "metrics.json").read_text())["gradient_checkpointing"] is (mode == "on")
+    plain, checked = _history(runs["off"]), _history(runs["on"])
+    for name in ("train", "eval"):
+        assert len(plain[name]) == len(checked[name]) > 1
+        for a, b in zip(plain[name], checked[name], strict=True):
+            assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+
+
+def test_one_qlora_step_with_checkpointing(tiny_causal_dir, capitals_jsonl, tmp_path, capsys):
+    out = tmp_path / "run"
+    extra = ["--quantize", "nf4", "--gradient-checkpointing", "--max-steps", "1", "--generation-samples", "0"]
+    assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gradient_checkpointing"] is True and metrics["quantized_linears"] > 0
+    assert metrics["steps"] == 1 and metrics["estimated_peak_memory_bytes"] > 0
+    assert "memory: estimated peak memory" in capsys.readouterr().err
+
+
+def test_a_budget_cuts_the_batch_into_micro_batches(tiny_causal_dir, capitals_jsonl, tmp_path, monkeypatch):
+    """A budget the whole batch does not fit (here: estimates of 1 GiB above 4 rows, nothing at
+    or below): the planner keeps the effective batch of 16 with the largest micro-batch that fits,
+    and records it in config.yaml and metrics.json."""
+    from lorakit.train import memory
+
+    real_estimate = memory.estimate
+
+    def over_four_rows_costs_a_gib(footprint, setting, row_tokens, baseline):
+        size = 2**30 if setting.micro_batch > 4 else 0
+        return replace(real_estimate(footprint, setting, row_tokens, 0), activations=size, working=0, loading=0)
+
+    monkeypatch.setattr(memory, "estimate", over_four_rows_costs_a_gib)
+    out = tmp_path / "run"
+    extra = ["--max-memory", "512MiB", "--max-steps", "1", "--generation-samples", "0"]
+    assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["micro_batch_size"], metrics["gradient_accumulation_steps"]) == (4, 4)
+    assert metrics["gradient_checkpointing"] is False
+    assert "batch_size: 4\n" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--max-memory", "1MiB"], "cannot fit this run: the smallest setting (micro-batch 1 × 16"),
+        (["--max-memory", "lots"], "max_memory must be a size such as 4GiB"),
+        (["--max-length", "1000"], "--max-length 1000 is above"),
+        (["--offload-activations"], "host memory already"),
+    ],
+)
+def test_memory_requests_that_cannot_work_fail_before_writing(
+    tiny_causal_dir, capitals_jsonl, tmp_path, capsys, extra, message
+):
+    out = tmp_path / "run"
+    assert main([*generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm"), *extra]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert message in error[-1] and error[-1].startswith("lorakit train: error")
+    assert not out.exists()
+
+
+def test_checkpointing_a_model_without_support_is_refused(
+    tiny_causal_dir, capitals_jsonl, tmp_path, capsys, monkeypatch
+):
+    from transformers import LlamaForCausalLM
+
+    monkeypatch.setattr(LlamaForCausalLM, "supports_gradient_checkpointing", False)
+    out = tmp_path / "run"
+    args = generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", "--gradient-checkpointing", "on")
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "do not support activation checkpointing" in error and len(error.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_ddp_with_checkpointing_and_the_chunked_loss(tiny_causal_dir, capitals_jsonl, tmp_path):
+    """Two gloo processes: the loss (body and head called apart) runs inside the DDP-wrapped
+    module, blocks are checkpointed, and the run trains and writes once."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547"]
+    extra = ["--gradient-checkpointing", "on", "--batch-size", "8", "--generation-samples", "0", "--epochs", "6"]
+    args = generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [*launcher, "-m", "lorakit.cli.main", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["gradient_checkpointing"] is True
+    assert result.stderr.count("memory: estimated peak memory") == 1  # the main process plans and says so
+    assert train_loss_falls(out)

@@ -2,24 +2,37 @@
 
 Lists the Linear layers grouped by name pattern (layer numbers folded to `*`) with their shapes,
 marks which ones a target spec hits and which are trained in full (the head), and prints the
-trainable-parameter count in PEFT's wording.
+trainable-parameter count in PEFT's wording. The model is built on the meta device from its
+config: no weights are read, so a 70B model inspects as fast as a small one.
+
+`--plan` adds the memory planner's estimate for training it (`lorakit train` prints the same
+before it loads the model): batch × max-length tokens per micro-batch, with and without
+activation checkpointing, and, with `--max-memory`, the setting `lorakit train` would choose.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 from collections import defaultdict
+from typing import Any
 
+import torch
 from torch import nn
 
 from lorakit.cli.args import add_lora_arguments
+from lorakit.errors import LorakitError
 from lorakit.lora import LoraConfig, add_adapter, format_trainable_parameters
 from lorakit.lora.layer import LoraLinear, ModulesToSave, linear_features
 from lorakit.lora.targets import LINEAR_TYPES
-from lorakit.models import MODEL_CLASSES, load_model
+from lorakit.models import MODEL_CLASSES
 from lorakit.models.loading import infer_task_type, load_config
+from lorakit.report.humanize import format_bytes, parse_bytes
 from lorakit.task_kind import TaskKind
+from lorakit.train.config import PRECISIONS, QUANTIZE
+from lorakit.train.memory import PlanOptions, plan_run
+from lorakit.train.precision import resolve_precision
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,12 +52,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", choices=("auto", *MODEL_CLASSES), default="auto", help="which head to load")
     parser.add_argument("--num-labels", type=int, default=2, help="classes, for classification heads (default 2)")
     add_lora_arguments(parser)
+    plan = parser.add_argument_group("memory plan")
+    plan.add_argument("--plan", action="store_true", help="estimate the peak memory of training this model")
+    plan.add_argument("--batch-size", type=int, default=16, help="rows per step (default 16)")
+    plan.add_argument("--max-length", type=int, default=256, help="tokens per row (default 256)")
+    plan.add_argument("--precision", choices=PRECISIONS, default="auto", help="compute dtype (default auto)")
+    plan.add_argument("--quantize", choices=QUANTIZE, default=None, help="a 4-bit NF4 base (QLoRA)")
+    plan.add_argument("--max-memory", default=None, help="a budget such as 4GiB: show the setting that fits")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run this command with parsed `args`; returns the exit status."""
-    task = infer_task_type(load_config(args.model)) if args.task == "auto" else args.task
-    model = load_model(args.model, task_type=task, num_labels=args.num_labels)
+    model_config = load_config(args.model)
+    task = infer_task_type(model_config) if args.task == "auto" else args.task
+    if task in ("SEQ_CLS", "TOKEN_CLS"):
+        model_config.num_labels = args.num_labels
+    with torch.device("meta"):
+        model = MODEL_CLASSES[task].from_config(copy.deepcopy(model_config))
     groups = linear_groups(model)
     config = LoraConfig(
         r=args.r,
@@ -74,7 +98,35 @@ def run(args: argparse.Namespace) -> int:
     targeted = sum(1 for role in roles.values() if role == "lora")
     print(f"LoRA r={config.r}, lora_alpha={config.lora_alpha:g} on {targeted} layers: {lora_count:,} LoRA parameters")
     print(format_trainable_parameters(model))
+    if args.plan:
+        print()
+        print_plan(args, model_config, task, config)
     return 0
+
+
+def print_plan(args: argparse.Namespace, model_config: Any, task: str, lora: LoraConfig) -> None:
+    """The planner's estimates for batch × max-length tokens: without and with checkpointing,
+    and the setting a `--max-memory` budget leads to."""
+    for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length)):
+        if value <= 0:
+            raise LorakitError(f"{flag} must be a positive integer, got {value}")
+    precision = resolve_precision(args.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    row_tokens = -(-args.max_length // 8) * 8
+    budget = None
+    if args.max_memory is not None:
+        try:
+            budget = parse_bytes(args.max_memory)
+        except ValueError as error:
+            raise LorakitError(f"--max-memory: {error}") from None
+    storage = args.quantize or "no quantization"
+    print(f"memory plan: batch {args.batch_size} × {row_tokens} tokens, {precision}, {storage}")
+    for checkpointing in ("off", "on"):
+        options = PlanOptions(args.batch_size, 1, precision, args.quantize, checkpointing, None)
+        print(f"  {plan_run(model_config, task, lora, options, row_tokens).describe()}")
+    if budget is not None:
+        options = PlanOptions(args.batch_size, 1, precision, args.quantize, "auto", budget)
+        chosen = plan_run(model_config, task, lora, options, row_tokens)
+        print(f"within {format_bytes(budget)}: {chosen.setting.describe()} ({format_bytes(chosen.peak)})")
 
 
 def linear_groups(model: nn.Module) -> dict[str, list[tuple[str, tuple[int, int]]]]:

@@ -49,8 +49,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             flag, action = (f"--no-{dashed}", "store_false") if field.default else (f"--{dashed}", "store_true")
             group.add_argument(flag, dest=field.name, action=action, help=_help(field))
             continue
+        const = {"nargs": "?", "const": meta["flag_const"]} if meta.get("flag_const") else {}
         group.add_argument(
-            f"--{dashed}", type=_value_type(hints[field.name]), choices=meta["choices"], help=_help(field)
+            f"--{dashed}", type=_value_type(hints[field.name]), choices=meta["choices"], help=_help(field), **const
         )
 
 

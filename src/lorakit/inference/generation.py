@@ -27,6 +27,7 @@ from lorakit.artifacts import find_artifact_folder, load_adapted_model, read_ada
 from lorakit.data.chat import generation_prompt, plain_prompt
 from lorakit.errors import LorakitError
 from lorakit.models import resolve_model
+from lorakit.models.lm_loss import chunked_causal_lm_loss_sum, supports_chunked_loss
 from lorakit.task_kind import TaskKind
 
 
@@ -140,6 +141,10 @@ def response_loss(
     for start in range(0, len(rows), batch_size):
         batch = {key: value.to(device) for key, value in collate(rows[start : start + batch_size]).items()}
         with autocast or contextlib.nullcontext():
+            if shift_labels and supports_chunked_loss(model):  # no (tokens × vocab) logits at once
+                total, count = chunked_causal_lm_loss_sum(model, batch)
+                loss_sum, tokens = loss_sum + total.item(), tokens + count
+                continue
             logits, labels = labelled_logits(model, batch, shift_labels)
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum").item()
         tokens += int((labels != -100).sum())

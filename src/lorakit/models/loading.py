@@ -1,10 +1,19 @@
-"""Load a base model with the head its task needs."""
+"""Load a base model with the head its task needs, its config and its tokenizer.
+
+A folder that cannot work (no weights, a junk config.json, unreadable tokenizer files) fails with
+one-line `LorakitError`s, the missing weights before transformers is asked.
+"""
 
 from __future__ import annotations
 
+import pickle
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -14,10 +23,13 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
     PretrainedConfig,
+    PreTrainedTokenizerBase,
 )
 
 from lorakit.errors import LorakitError
+from lorakit.models.low_memory import low_memory_loading
 from lorakit.models.packaged import PACKAGED_MODELS, resolve_model
 
 MODEL_CLASSES = {
@@ -28,6 +40,16 @@ MODEL_CLASSES = {
     "SEQ_2_SEQ_LM": AutoModelForSeq2SeqLM,
     "FEATURE_EXTRACTION": AutoModel,
 }
+# Weight files transformers reads from a folder: single files, and the index of sharded ones.
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+# What from_pretrained raises on a junk config.json: OSError (not JSON), ValueError (no or unknown
+# model_type), TypeError (JSON that is not an object, e.g. null), StrictDataclassError (a field of the wrong type).
+_CONFIG_ERRORS = (OSError, ValueError, TypeError, StrictDataclassError)
+# ... and on junk weight files: SafetensorError (bad header), UnpicklingError or struct.error (a junk .bin).
+_WEIGHT_ERRORS = (OSError, ValueError, SafetensorError, pickle.UnpicklingError, struct.error)
+# ... and on junk tokenizer files: ValueError (no usable backend, bad JSON), KeyError or TypeError (JSON of the
+# wrong shape); the tokenizers library's bare Exception is handled in load_tokenizer.
+_TOKENIZER_ERRORS = (OSError, ValueError, KeyError, TypeError)
 
 
 def load_config(name_or_path: str) -> PretrainedConfig:
@@ -35,8 +57,17 @@ def load_config(name_or_path: str) -> PretrainedConfig:
     location = resolve_model(name_or_path)
     try:
         return AutoConfig.from_pretrained(location)
-    except (OSError, ValueError) as error:
+    except _CONFIG_ERRORS as error:
         raise LorakitError(_not_loadable(name_or_path, error)) from None
+
+
+def context_length(model_config: PretrainedConfig) -> int | None:
+    """The most positions the model can attend over, where its config says (None: unbounded, e.g. T5)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def infer_task_type(config: PretrainedConfig) -> str:
@@ -56,12 +87,15 @@ def load_model(
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """Load a base model for `task_type` (inferred when None); classification gets `num_labels`.
+    Tensors are read one at a time without mapping the files (models/low_memory.py), so the load
+    peaks near the model's own size.
 
     Raises:
-        LorakitError: the name is neither a local folder, a packaged model, nor loadable from the
-            Hub; the message lists the packaged names.
+        LorakitError: the name is neither a local folder, a GGUF file, a packaged model, nor loadable
+            from the Hub (the message lists the packaged names); a folder without weight files.
     """
     location = resolve_model(name_or_path)
+    _check_has_weights(Path(location))
     config = load_config(name_or_path)
     task = task_type or infer_task_type(config)
     if task not in MODEL_CLASSES:
@@ -70,13 +104,54 @@ def load_model(
     if task in ("SEQ_CLS", "TOKEN_CLS") and num_labels is not None:
         kwargs["num_labels"] = num_labels
     try:
-        return MODEL_CLASSES[task].from_pretrained(location, **kwargs)
-    except (OSError, ValueError) as error:
+        with low_memory_loading():
+            return MODEL_CLASSES[task].from_pretrained(location, **kwargs)
+    except _WEIGHT_ERRORS as error:
         raise LorakitError(_not_loadable(name_or_path, error)) from None
 
 
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a packaged name, local folder, GGUF file or Hub id.
+
+    Raises:
+        LorakitError: the model cannot be found (as `resolve_model`), or its tokenizer files are
+            missing or unreadable.
+    """
+    location = resolve_model(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(location)
+    except _TOKENIZER_ERRORS as error:
+        raise LorakitError(_no_tokenizer(name_or_path, error)) from None
+    except Exception as error:
+        # The tokenizers library raises a bare Exception for a tokenizer.json it cannot parse; any
+        # other type is a bug or a machine problem and keeps its traceback.
+        if type(error) is not Exception:
+            raise
+        raise LorakitError(_no_tokenizer(name_or_path, error)) from None
+
+
+def _check_has_weights(folder: Path) -> None:
+    if (folder / "config.json").is_file() and not any(any(folder.glob(p)) for p in _WEIGHT_PATTERNS):
+        raise LorakitError(
+            f"model folder {folder} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
+            "copy the weight files into it or pass another model"
+        )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _no_tokenizer(name: str, error: Exception) -> str:
+    return (
+        f"cannot load the tokenizer of model {name!r} ({_first_line(error)}); give the model folder its "
+        "tokenizer files (tokenizer.json and tokenizer_config.json) or pass another model"
+    )
+
+
 def _not_loadable(name: str, error: Exception) -> str:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = _first_line(error)
     return (
         f"cannot load model {name!r} ({reason}); pass a local model folder, a packaged model "
         f"({', '.join(PACKAGED_MODELS)}) or a Hub id reachable from this machine"

@@ -1,4 +1,14 @@
-"""Models that ship inside PyPI packages, found on disk without importing their code."""
+"""Where a model name points: a local folder, a GGUF file, a model shipped in a PyPI package, or a Hub id.
+
+Packaged models are found on disk without importing their packages' code.
+
+`--model path/to/model.gguf` works wherever a model name does (train, inspect, serve, ...): any
+GGUF file of an architecture transformers can load as a causal LM (llama, mistral, qwen2, qwen3,
+gemma2/3, phi3, ...; `gguf_cache.supported_architectures()` has the list) is checked, converted
+once into a plain fp32 transformers folder in lorakit's cache (`$LORAKIT_CACHE`, else
+`~/.cache/lorakit`) and read from there afterwards; a file that is rewritten is converted again.
+A path that does not exist is an error, never a Hub lookup.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorakit.errors import LorakitError
-from lorakit.models.gguf_cache import converted_folder
+from lorakit.models.gguf_cache import cache_name, converted_folder
 from lorakit.packages import package_dir
 
 
@@ -51,11 +61,29 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 }
 
 
+# A name starting like this is meant as a local path: a missing one must not become a Hub lookup.
+PATH_PREFIXES = ("/", "./", "../", "~")
+
+
 def resolve_model(name_or_path: str) -> str:
-    """A local folder as given, a packaged model's folder by name or alias, else a Hub id as given."""
-    if Path(name_or_path).expanduser().exists():
-        return str(Path(name_or_path).expanduser())
+    """A local folder as given, a GGUF file's converted folder, a packaged model's folder by name or
+    alias, else a Hub id as given.
+
+    Raises:
+        LorakitError: `name_or_path` looks like a path (starts with /, ./, ../ or ~, or ends with
+            .gguf) but nothing is there; or a GGUF file cannot be converted.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return str(converted_folder(cache_name(path), path))
+    if path.exists():
+        return str(path)
     for name, packaged in PACKAGED_MODELS.items():
         if name_or_path == name or name_or_path in packaged.aliases:
             return str(packaged.path())
+    if name_or_path.startswith(PATH_PREFIXES) or name_or_path.lower().endswith(".gguf"):
+        raise LorakitError(
+            f"no such model folder or file: {name_or_path}; pass an existing model folder, a .gguf file, "
+            f"a packaged model ({', '.join(PACKAGED_MODELS)}) or a Hub id"
+        )
     return name_or_path

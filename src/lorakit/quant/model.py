@@ -8,9 +8,6 @@ dequantized weights the adapter was trained against, plus B·A.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import sys
 import warnings
 from collections.abc import Iterable
 
@@ -18,6 +15,7 @@ import torch
 from torch import nn
 
 from lorakit.errors import LorakitError
+from lorakit.heap import return_freed_memory
 from lorakit.lora.inject import list_adapters, replace_module
 from lorakit.lora.targets import is_in_saved_module
 from lorakit.quant.bnb import bnb_linear_type, bnb_stored_bytes, dequantize_bnb, quantize_bnb, require_bnb
@@ -75,7 +73,7 @@ def quantize_model(model: nn.Module, method: str = "nf4", skip_modules: Iterable
             "found no nn.Linear layer to quantize (output heads, skip_modules, embeddings, norms and GPT-2 Conv1D "
             "layers stay unquantized); pass a model whose body uses nn.Linear"
         )
-    _return_freed_memory()
+    return_freed_memory()
 
 
 def dequantize_model(model: nn.Module, dtype: torch.dtype) -> None:
@@ -114,15 +112,6 @@ def quantized_weight_bytes(model: nn.Module) -> dict[str, int]:
 def is_quantized(model: nn.Module) -> bool:
     """True when any layer of `model` holds a 4-bit quantized weight."""
     return any(isinstance(module, Nf4Linear) or _is_bnb(module) for module in model.modules())
-
-
-def _return_freed_memory() -> None:
-    # The full-precision weights and quantizing temporaries just freed stay in glibc's heap, so the
-    # process would keep their size (SmolLM2-135M held in process memory: 1047 MiB RSS after
-    # quantizing, 561 MiB once the free heap is handed back). Elsewhere (macOS, musl): nothing to do.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _is_bnb(module: nn.Module) -> bool:

@@ -112,8 +112,9 @@ class Nf4Linear(nn.Linear):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Nf4Linear | None:
-        """The quantized counterpart of `linear`, or None when its weight cannot be blocked."""
-        weight = quantize_nf4(linear.weight)
+        """The quantized counterpart of `linear`, or None when its weight cannot be blocked. A weight
+        already in NF4 (quantized while loading, see quant/loading.py) is taken as it is."""
+        weight = linear.weight if isinstance(linear.weight, NF4Tensor) else quantize_nf4(linear.weight)
         return None if weight is None else cls(weight, linear.bias)
 
     def dequantize(self, dtype: torch.dtype) -> nn.Linear:

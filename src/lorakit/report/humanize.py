@@ -38,6 +38,25 @@ def format_bytes(n: float) -> str:
     return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
 
 
+def parse_bytes(text: str) -> int:
+    """ "4GiB", "4 GB", "512MiB", "1.5G", "2048M", or a plain byte count → bytes (powers of 1024).
+
+    Raises:
+        LorakitError: not a size.
+    """
+    units = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    cleaned = str(text).strip().lower().replace(" ", "")
+    number = cleaned.rstrip("abgikmt")
+    unit = cleaned[len(number) :].replace("ib", "").replace("b", "") if cleaned[len(number) :] != "b" else "b"
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if unit not in units or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"not a size such as 4GiB, 512MiB or 1.5G: {text!r}")
+    return int(value * units[unit])
+
+
 def format_duration(seconds: float) -> str:
     """A duration: ``0.25`` → ``"250 ms"``, ``4.25`` → ``"4.2 s"``, ``312.5`` → ``"5 min 12 s"``.
 

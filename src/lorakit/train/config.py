@@ -22,14 +22,16 @@ import yaml
 from lorakit.data import ON_EMPTY_CHOICES, ClassificationOptions, GenerativeOptions
 from lorakit.errors import LorakitError
 from lorakit.lora.config import LoraConfig, parse_target_spec
+from lorakit.report.humanize import parse_bytes
 from lorakit.task_kind import TaskKind
 
 METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("nf4", "bnb-nf4")
+CHECKPOINTING = ("auto", "on", "off")  # the choices of gradient_checkpointing and packing
 # Option groups, in the order `lorakit train --help` shows them.
-GROUPS = ("data and model", "method", "optimisation", "evaluation and checkpoints")
+GROUPS = ("data and model", "method", "optimisation", "memory", "evaluation and checkpoints")
 
 # LoRA trains a few randomly initialised parameters from scratch (B starts at zero, the head is
 # new), so it needs a much larger step than full fine-tuning's 5e-5, which nudges pretrained
@@ -44,14 +46,22 @@ def option(
     *,
     choices: tuple[str, ...] | None = None,
     shown_default: str | None = None,
+    flag_const: str | None = None,
 ) -> Any:
     """A `TrainConfig` field with what `lorakit train` needs to offer it as a flag.
 
     `shown_default` replaces the default in the help text where the real default is decided later
     (None → "the task's packaged model"). A boolean's flag switches it away from its default.
+    `flag_const` is the value of the flag given without one (`--gradient-checkpointing` = on).
     """
     assert group in GROUPS, group
-    metadata = {"help": help, "group": group, "choices": choices, "shown_default": shown_default}
+    metadata = {
+        "help": help,
+        "group": group,
+        "choices": choices,
+        "shown_default": shown_default,
+        "flag_const": flag_const,
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -88,7 +98,14 @@ class TrainConfig:
     system_prompt: str | None = option(
         None, "generation: a system message put before every conversation", "data and model"
     )
-    packing: bool = option(False, "causal-lm: pack short examples into full rows", "data and model")
+    packing: str = option(
+        "auto",
+        "causal-lm: pack short examples into full rows; auto = when length-grouped batches would still "
+        "be more than a quarter padding",
+        "data and model",
+        choices=CHECKPOINTING,
+        flag_const="on",
+    )
     max_target_length: int = option(128, "seq2seq: truncate responses to this many tokens", "data and model")
     on_empty: str = option("skip", "empty texts: skip them or fail", "data and model", choices=ON_EMPTY_CHOICES)
     max_train_examples: int | None = option(None, "use only this many training examples", "data and model")
@@ -136,6 +153,21 @@ class TrainConfig:
         "optimisation",
     )
     seed: int = option(42, "seed for data order, initialisation and dropout", "optimisation")
+    gradient_checkpointing: str = option(
+        "auto",
+        "recompute activations in backward instead of keeping them; auto = on for generative tasks when it "
+        "at least halves the estimated peak, or when memory calls for it",
+        "memory",
+        choices=CHECKPOINTING,
+        flag_const="on",
+    )
+    offload_activations: bool = option(False, "CUDA: keep checkpointed activations in host memory", "memory")
+    max_memory: str | None = option(
+        None,
+        "memory budget, e.g. 4GiB: picks micro-batch × gradient accumulation (same effective batch) and "
+        "checkpointing to fit; an impossible budget is an error naming what would fit",
+        "memory",
+    )
 
     eval_steps: int | None = option(
         None, "validate every N steps", "evaluation and checkpoints", shown_default="every epoch"
@@ -161,10 +193,21 @@ class TrainConfig:
                 raise LorakitError(
                     "quantize trains LoRA on a frozen 4-bit base; it cannot be combined with method full"
                 )
-        if self.packing and self.task is not TaskKind.CAUSAL_LM:
+        self.packing = _on_off(self.packing)
+        _choice(self.packing, CHECKPOINTING, "packing")
+        if self.packing == "on" and self.task is not TaskKind.CAUSAL_LM:
             raise LorakitError(f"packing applies to task causal-lm only, not {self.task}")
         _choice(self.scheduler, SCHEDULERS, "scheduler")
         _choice(self.precision, PRECISIONS, "precision")
+        self.gradient_checkpointing = _on_off(self.gradient_checkpointing)
+        _choice(self.gradient_checkpointing, CHECKPOINTING, "gradient_checkpointing")
+        if self.offload_activations:  # it offloads what checkpointing keeps
+            if self.gradient_checkpointing == "off":
+                raise LorakitError(
+                    "offload_activations moves checkpointed activations; drop --gradient-checkpointing off"
+                )
+            self.gradient_checkpointing = "on"
+        self.max_memory_bytes()  # a size, or an error naming the forms it takes
         self._check_numbers()
         if isinstance(self.target_modules, str):
             self.target_modules = parse_target_spec(self.target_modules)
@@ -213,6 +256,16 @@ class TrainConfig:
             raise LorakitError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0:
             raise LorakitError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def max_memory_bytes(self) -> int | None:
+        """The memory budget in bytes, or None without one (raises LorakitError for a non-size)."""
+        if self.max_memory is None:
+            return None
+        try:
+            return parse_bytes(self.max_memory)
+        except ValueError:
+            message = f"max_memory must be a size such as 4GiB, 512MiB or 1.5G; got {self.max_memory!r}"
+            raise LorakitError(message) from None
 
     def lora_config_kwargs(self) -> dict[str, Any]:
         """The LoRA fields as `LoraConfig` keyword arguments."""
@@ -282,6 +335,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LorakitError(f"config file {file} must hold a mapping of fields, got {type(data).__name__}")
     return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def _on_off(value: Any) -> Any:
+    """YAML reads `on`/`off`/`yes` as booleans: map them back to the choice names."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
 
 
 def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:

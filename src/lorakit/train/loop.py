@@ -23,24 +23,29 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
-from transformers import AutoTokenizer
 
 from lorakit.artifacts import ArtifactInfo
 from lorakit.data.batching import LengthGroupedSampler
 from lorakit.errors import LorakitError
+from lorakit.heap import return_large_blocks
 from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
-from lorakit.models import resolve_model
+from lorakit.models import load_tokenizer
+from lorakit.models.activation_checkpointing import enable_activation_checkpointing
 from lorakit.models.first_token import first_token_only
+from lorakit.models.loading import load_config
+from lorakit.quant import OUTPUT_HEADS, load_nf4, quantize_model
 from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
 from lorakit.train.dropout import use_fast_dropout
+from lorakit.train.fit import check_run, plan_memory
+from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
-from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision
+from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision, storage_dtype
 from lorakit.train.progress import Progress, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
 from lorakit.train.state import TrainState
-from lorakit.train.tasks import Outcome, Task, TaskData, task_for
+from lorakit.train.tasks import LossModule, Outcome, Task, TaskData, task_for
 
 
 @dataclass
@@ -64,7 +69,8 @@ class Run:
     tokenizer: Any
     data: TaskData
     collate: Any
-    model: torch.nn.Module  # prepared by accelerate (DDP-wrapped under several processes)
+    model: torch.nn.Module  # LossModule(core) prepared by accelerate (DDP-wrapped under several processes)
+    core: torch.nn.Module  # the transformers model with its adapter: what is evaluated and saved
     optimizer: torch.optim.Optimizer
     scheduler: Any
     total_steps: int
@@ -72,11 +78,7 @@ class Run:
     trainable_params: int
     total_params: int
     quantized: dict[str, int]  # QLoRA: base-weight bytes in NF4 against fp32/bf16, for metrics.json
-
-    @property
-    def core(self) -> torch.nn.Module:
-        """The model without its DDP wrapper."""
-        return self.accelerator.unwrap_model(self.model)
+    memory: MemoryEstimate  # the planner's estimate and the setting it chose
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The compute-precision context for forward passes."""
@@ -88,49 +90,54 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     latest checkpoint and end exactly where an uninterrupted run would."""
     run = setup(config, resume)
     state = start_state(run, resume)
-    progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not run.accelerator.is_main_process)
+    main = run.accelerator.is_main_process
+    progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not main, estimate=run.memory.peak)
+    if state.step == 0 and state.samples_before is None and main:
+        # Generation tasks record a few held-out generations now, to show beside the trained ones.
+        state.samples_before = samples(run, progress)
     if run.task.evaluate_before_training and not state.history["eval"]:
         # The untrained model's validation loss: the point the curve should fall from.
-        record_eval(run, state, evaluate(run, "validation"), 0.0, progress)
+        record_eval(run, state, evaluate(run, "validation", progress), 0.0, progress)
     run.model.train()
     done = state.step >= run.total_steps
     while not done:
         done = train_epoch(run, state, progress)
     progress.close()
-    return finish(run, state)
+    return finish(run, state, progress)
 
 
 def setup(config: TrainConfig, resume: bool) -> Run:
-    """Accelerator, run folder, task data, the model with its adapter, optimizer and schedule."""
+    """Accelerator, task data, the memory plan, run folder, the model with its adapter, optimizer
+    and schedule. Everything that can refuse the run (data, model, budget) does so before the run
+    folder is written."""
     # cpu=True on a machine without CUDA lets accelerate set up gloo DDP under torchrun.
     accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
+    if accelerator.device.type == "cpu":
+        return_large_blocks()  # activations freed in a step go back to the OS (see lorakit/heap.py)
     set_seed(config.seed)
-    run_dir = _run_dir(accelerator, config, resume)
     precision = resolve_precision(config.precision, accelerator.device)
     task = task_for(config)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.model))
-    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
+    model_config = load_config(config.model)
+    check_run(config, model_config, accelerator.device.type)
+    tokenizer = load_tokenizer(config.model)
     data = task.load_data(tokenizer)
+    memory = plan_memory(config, model_config, data, precision, accelerator, resume)
+    run_dir = _run_dir(accelerator, config, resume)
 
-    model = build_model(config, task, data)
-    quantized = _quantized_bytes(model) if config.quantize else {}
-    cast_frozen_parameters(model, precision)
+    core = build_model(config, task, data, precision)
+    quantized = _quantized_bytes(core) if config.quantize else {}
+    cast_frozen_parameters(core, precision)
     if config.fast_dropout:
-        use_fast_dropout(model)
-    trainable, total = trainable_parameters(model)
-    optimizer = build_optimizer(model, config.lr, config.weight_decay)
-    batches_per_epoch = len(epoch_batches(data.splits["train"], config, 0, accelerator))
-    if batches_per_epoch == 0:
-        raise LorakitError(
-            f"the training split has {len(data.splits['train'])} rows, fewer than one batch per process; "
-            "lower --batch-size or add data"
-        )
-    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+        use_fast_dropout(core)
+    if memory.setting.checkpointing:
+        enable_activation_checkpointing(core, config.offload_activations, accelerator.device.type)
+    trainable, total = trainable_parameters(core)
+    optimizer = build_optimizer(core, config.lr, config.weight_decay)
+    total_steps = _total_steps(config, data, accelerator)
     scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    info = outputs.artifact_info(config, task.artifact_facts(data))
+    # The loss runs inside the prepared module, so DDP sees every forward (a chunked LM loss calls
+    # the model's body and head apart).
+    model, optimizer = accelerator.prepare(LossModule(core, task.training_loss), optimizer)
     return Run(
         config=config,
         accelerator=accelerator,
@@ -141,25 +148,44 @@ def setup(config: TrainConfig, resume: bool) -> Run:
         data=data,
         collate=task.collator(tokenizer),
         model=model,
+        core=core,
         optimizer=optimizer,
         scheduler=scheduler,
         total_steps=total_steps,
-        info=info,
+        info=outputs.artifact_info(config, task.artifact_facts(data)),
         trainable_params=trainable,
         total_params=total,
         quantized=quantized,
+        memory=memory,
     )
 
 
-def build_model(config: TrainConfig, task: Task, data: TaskData) -> torch.nn.Module:
-    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top."""
-    model = task.build_model(data)
+def _total_steps(config: TrainConfig, data: TaskData, accelerator: Accelerator) -> int:
+    """Optimizer steps of the whole run: max_steps, else epochs × steps per epoch."""
+    batches_per_epoch = len(epoch_batches(data.splits["train"], config, 0, accelerator))
+    if batches_per_epoch == 0:
+        raise LorakitError(
+            f"the training split has {len(data.splits['train'])} rows, fewer than one batch per process; "
+            "lower --batch-size or add data"
+        )
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    return config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+
+
+def build_model(config: TrainConfig, task: Task, data: TaskData, precision: str) -> torch.nn.Module:
+    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top.
+
+    Loading reads one tensor at a time (models/low_memory.py). A generative base loads straight
+    in its storage dtype (bf16 when training computes in bf16); with `nf4`, each body Linear is
+    quantized as it loads (quant/loading.py), so no full-precision model ever exists."""
+    if config.quantize == "nf4":
+        model = load_nf4(lambda: task.build_model(data, torch.float32), OUTPUT_HEADS)
+    else:
+        model = task.build_model(data, storage_dtype(precision))
+        if config.quantize:
+            quantize_model(model, config.quantize)
     if config.first_token_only:  # before LoRA wraps the head, whose class it checks; no-op where not exact
         first_token_only(model)
-    if config.quantize:
-        from lorakit.quant import quantize_model
-
-        quantize_model(model, config.quantize)
     if config.method == "lora":
         lora = LoraConfig(
             task_type=config.task.peft_type,
@@ -171,16 +197,22 @@ def build_model(config: TrainConfig, task: Task, data: TaskData) -> torch.nn.Mod
 
 
 def start_state(run: Run, resume: bool) -> TrainState:
-    """A fresh state (with the report's generations before training), or the latest checkpoint's."""
+    """A fresh state, or the latest checkpoint's (weights, optimizer and schedule restored too)."""
     state = TrainState()
     checkpoint = latest_checkpoint(run.run_dir / "checkpoints") if resume else None
     if checkpoint is not None:
         saved = load_checkpoint(checkpoint, run.core, run.optimizer, run.scheduler)
         state.load_state_dict(saved, source=f"checkpoint {checkpoint}")
-    elif run.accelerator.is_main_process:
-        # Generation tasks record a few held-out generations now, to show beside the trained ones.
-        state.samples_before = run.task.samples(run.core, run.tokenizer, run.autocast(), run.data)
     return state
+
+
+def samples(run: Run, progress: Progress) -> list | None:
+    """The task's held-out generations for the report (None for tasks without them)."""
+    count = run.config.generation_samples if run.config.task.generates else 0
+    if not count:
+        return run.task.samples(run.core, run.tokenizer, run.autocast(), run.data)
+    with progress.phase(f"generating {count} held-out samples of up to {run.config.max_new_tokens} tokens"):
+        return run.task.samples(run.core, run.tokenizer, run.autocast(), run.data)
 
 
 def train_epoch(run: Run, state: TrainState, progress: Progress) -> bool:
@@ -222,7 +254,7 @@ def forward_backward(run: Run, state: TrainState, batch: list[int], sync: bool) 
     # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
     with contextlib.nullcontext() if sync else run.accelerator.no_sync(run.model):
         with run.autocast():
-            loss = run.task.training_loss(run.model, inputs) / run.config.gradient_accumulation_steps
+            loss = run.model(inputs) / run.config.gradient_accumulation_steps
         run.accelerator.backward(loss)
     state.tokens += sum(len(row["input_ids"]) for row in rows)  # real tokens: padding excluded
     return loss.detach()
@@ -246,7 +278,7 @@ def after_step(run: Run, state: TrainState, progress: Progress, epoch_position: 
     config = run.config
     done = False
     if eval_due(config, state.step, epoch_done, run.total_steps):
-        done = record_eval(run, state, evaluate(run, "validation"), epoch_position, progress)
+        done = record_eval(run, state, evaluate(run, "validation", progress), epoch_position, progress)
     done = done or state.step >= run.total_steps
     if state.step % config.checkpoint_steps == 0 or done:
         if run.accelerator.is_main_process:
@@ -263,14 +295,15 @@ def eval_due(config: TrainConfig, step: int, epoch_done: bool, total_steps: int)
     return epoch_done or step >= total_steps
 
 
-def evaluate(run: Run, split: str) -> dict[str, Any]:
+def evaluate(run: Run, split: str, progress: Progress) -> dict[str, Any]:
     """The task's metrics over a whole split, sharded over ranks (by length, so each rank's batches
     pad little) and gathered back in order."""
     rows = run.data.splits[split]
     accelerator = run.accelerator
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
     mine = order[accelerator.process_index :: accelerator.num_processes]
-    part = run.task.evaluate_shard(run.core, [rows[i] for i in mine], run.collate, run.autocast())
+    with progress.phase(f"{split}: scoring {len(rows):,} examples"):
+        part = run.task.evaluate_shard(run.core, [rows[i] for i in mine], run.collate, run.autocast())
     parts = gather_object([(mine, part)]) if accelerator.num_processes > 1 else [(mine, part)]
     return run.task.combine(parts, rows, run.data)
 
@@ -296,14 +329,12 @@ def record_eval(run: Run, state: TrainState, result: dict[str, Any], epoch: floa
     return False
 
 
-def finish(run: Run, state: TrainState) -> RunResult:
+def finish(run: Run, state: TrainState, progress: Progress) -> RunResult:
     """Test the best weights (validation ran at least once: at the last step), then write
     metrics.json, history.json, the plots and the report."""
     outputs.restore_best(run.core, run.run_dir)
-    test = evaluate(run, "test")
-    samples_after = None
-    if run.accelerator.is_main_process:
-        samples_after = run.task.samples(run.core, run.tokenizer, run.autocast(), run.data)
+    test = evaluate(run, "test", progress)
+    samples_after = samples(run, progress) if run.accelerator.is_main_process else None
     metrics = final_metrics(run, state, test, samples_after)
     if run.accelerator.is_main_process:
         metrics["adapter_bytes"] = outputs.artifact_bytes(run.run_dir, run.config)
@@ -332,6 +363,10 @@ def final_metrics(run: Run, state: TrainState, test: dict[str, Any], samples_aft
         "train_seconds": round(state.train_seconds, 2),
         "tokens_per_second": round(tokens / max(state.train_seconds, 1e-9), 1),
         "peak_memory_bytes": peak_memory_bytes(accelerator.device),
+        "estimated_peak_memory_bytes": run.memory.peak,
+        "gradient_checkpointing": run.memory.setting.checkpointing,
+        "micro_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "steps": state.step,
         "epochs": config.epochs,
         "best_epoch": (state.best or {}).get("epoch"),

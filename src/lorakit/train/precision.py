@@ -37,6 +37,11 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def storage_dtype(precision: str) -> torch.dtype:
+    """The dtype frozen weights are kept in for `precision`: bf16/fp16 for half precision, else fp32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
 def cast_frozen_parameters(model: nn.Module, precision: str) -> None:
     """Store frozen weights in half precision: autocast would otherwise re-cast every frozen fp32
     weight on every step, and half storage halves the base model's memory. Trainable

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
+import time
+from collections.abc import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
-from lorakit.report.humanize import format_bytes
+from lorakit.report.humanize import format_bytes, format_duration
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -22,8 +25,11 @@ class Progress:
     """A tqdm bar over optimizer steps (ETA from tqdm); `quiet` prints only notes, as log lines;
     `silent` (the other ranks of a DDP run) prints nothing."""
 
-    def __init__(self, total_steps: int, done_steps: int, quiet: bool, silent: bool = False) -> None:
+    def __init__(
+        self, total_steps: int, done_steps: int, quiet: bool, silent: bool = False, estimate: int | None = None
+    ) -> None:
         self.silent = silent
+        self.estimate = estimate  # the memory planner's peak, shown next to the measured one
         self.bar = (
             None
             if quiet or silent
@@ -43,9 +49,11 @@ class Progress:
         """One optimizer step done: advance the bar, showing loss, tokens/s and peak memory."""
         if self.bar is None:
             return
-        memory = peak_memory_bytes(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        memory = format_bytes(peak_memory_bytes(torch.device("cuda" if torch.cuda.is_available() else "cpu")))
+        if self.estimate:
+            memory += f" (est. {format_bytes(self.estimate)})"
         self.bar.set_postfix_str(
-            f"loss {loss:.4f}, {tokens / max(seconds, 1e-9):,.0f} tok/s, mem {format_bytes(memory)}", refresh=False
+            f"loss {loss:.4f}, {tokens / max(seconds, 1e-9):,.0f} tok/s, peak mem {memory}", refresh=False
         )
         self.bar.update(1)
 
@@ -57,6 +65,15 @@ class Progress:
             self.bar.write(message, file=sys.stderr)
         else:
             print(message, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def phase(self, what: str) -> Iterator[None]:
+        """Note the start of a long phase (validation, generation) and, at its end, its duration:
+        a run that evaluates a big model never sits silent."""
+        self.note(f"{what}...")
+        started = time.perf_counter()
+        yield
+        self.note(f"{what}: done in {format_duration(time.perf_counter() - started)}")
 
     def close(self) -> None:
         """Finish the bar."""

@@ -1,7 +1,7 @@
 """The training tasks: what the one training loop needs to know about each kind of model."""
 
 from lorakit.train.config import TrainConfig
-from lorakit.train.tasks.base import Outcome, Task, TaskData
+from lorakit.train.tasks.base import LossModule, Outcome, Task, TaskData
 from lorakit.train.tasks.classification import ClassificationTask
 from lorakit.train.tasks.generative import CausalLMTask, GenerativeTask, Seq2SeqTask
 
@@ -17,6 +17,7 @@ __all__ = [
     "CausalLMTask",
     "ClassificationTask",
     "GenerativeTask",
+    "LossModule",
     "Outcome",
     "Seq2SeqTask",
     "Task",

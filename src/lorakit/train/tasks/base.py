@@ -5,7 +5,7 @@ its model head, how a split is scored, what counts as "better", and what its rep
 flows through arguments and return values only:
 
     data    = task.load_data(tokenizer)                    tokenized splits + the raw examples + facts
-    model   = task.build_model(data)                       the base with the task's head
+    model   = task.build_model(data, dtype)                the base with the task's head
     loss    = task.training_loss(model, batch)             one micro-batch
     part    = task.evaluate_shard(model, rows, collate, autocast)     this rank's partial sums (picklable)
     result  = task.combine(parts, split_rows, data)        metrics of the whole split
@@ -62,6 +62,21 @@ class Outcome:
     samples_after: list | None = None
 
 
+class LossModule(nn.Module):
+    """A model and its task's training loss as one module: `LossModule(model, loss)(batch)` is
+    `loss(model, batch)`. The loop hands this to accelerate, so a DDP (or FSDP) wrapper sees the
+    whole loss computation as one forward, however the loss calls into the model."""
+
+    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scalar training loss of one micro-batch."""
+        return self.loss(self.model, batch)
+
+
 class Task(ABC):
     """Base of the training tasks: one subclass per `TaskKind`."""
 
@@ -84,8 +99,9 @@ class Task(ABC):
         """Rows → a padded batch of tensors the model (and `training_loss`) takes."""
 
     @abstractmethod
-    def build_model(self, data: TaskData) -> nn.Module:
-        """The base model with the head this task trains, before quantization and LoRA."""
+    def build_model(self, data: TaskData, dtype: torch.dtype) -> nn.Module:
+        """The base model with the head this task trains, before quantization and LoRA; `dtype` is
+        what the frozen weights will be stored in (a task whose new head trains may load in fp32)."""
 
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss one micro-batch trains on (the model's own by default)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from lorakit.data import ClassificationSplit, load_classification_data
@@ -41,8 +42,9 @@ class ClassificationTask(Task):
         # distinct length grew memory by ~450 MiB in 150 steps; rounding cut that and ran faster.
         return pad_collate(tokenizer, pad_to_multiple_of=8)
 
-    def build_model(self, data: TaskData) -> nn.Module:
-        """The base model with a fresh head over `data.label_names`."""
+    def build_model(self, data: TaskData, dtype: torch.dtype) -> nn.Module:
+        """The base model with a fresh head over `data.label_names`, loaded in fp32 whatever `dtype`:
+        the head trains, and the loop casts the frozen rest afterwards."""
         return load_classifier(self.config.model, data.label_names)
 
     def evaluate_shard(

@@ -24,9 +24,14 @@ from lorakit.data.generative import GenerativeExample, load_generative_data
 from lorakit.errors import LorakitError
 from lorakit.inference.generation import generate_batch, labelled_logits, perplexity, prompt_text, response_loss
 from lorakit.models import load_model
+from lorakit.models.lm_loss import chunked_causal_lm_loss, supports_chunked_loss
 from lorakit.report import html, plots
 from lorakit.task_kind import TaskKind
 from lorakit.train.tasks.base import Autocast, Collate, Outcome, Rows, Task, TaskData
+
+# Packing fills rows but also changes what a step is (more examples per row); below a quarter of
+# padding, length-grouped batches already spend nearly all their compute on real tokens.
+PACK_ABOVE = 0.25
 
 
 class GenerativeTask(Task):
@@ -75,16 +80,19 @@ class GenerativeTask(Task):
         """The rows training iterates over (as tokenized, by default)."""
         return rows
 
-    def build_model(self, data: TaskData) -> nn.Module:
-        """The pretrained model with its LM head, its KV cache off."""
-        model = load_model(self.config.model, task_type=self.kind.peft_type)
+    def build_model(self, data: TaskData, dtype: torch.dtype) -> nn.Module:
+        """The pretrained model with its LM head, loaded in `dtype`, its KV cache off."""
+        model = load_model(self.config.model, task_type=self.kind.peft_type, dtype=dtype)
         # Training needs no KV cache, and packed rows are only kept apart without one (data/chat.py).
         model.config.use_cache = False
         return model
 
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the batch's response tokens (what the model's own loss is), with
-        logits computed at those positions only (see `labelled_logits`)."""
+        logits computed at those positions only (see `labelled_logits`); a causal LM whose logits
+        are just its head's output computes them in chunks (models/lm_loss.py)."""
+        if not self.encoder_decoder and supports_chunked_loss(model):
+            return chunked_causal_lm_loss(model, batch)
         logits, labels = labelled_logits(model, batch, not self.encoder_decoder)
         return nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100)
 
@@ -176,12 +184,31 @@ class CausalLMTask(GenerativeTask):
         return tokenize_causal(tokenizer, example, self.config.max_length)
 
     def training_rows(self, rows: list[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
-        """Packed into max_length rows with `packing`; evaluation scores each example on its own."""
-        return pack_examples(rows, self.config.max_length) if self.config.packing else rows
+        """Packed into max_length rows with `packing` "on", or "auto" when batches of similar
+        lengths would still be more than PACK_ABOVE padding; evaluation scores each example alone.
+        The choice is written back into the config ("on"/"off"), so config.yaml says what ran."""
+        if self.config.packing == "auto":
+            lengths = [len(row["input_ids"]) for row in rows]
+            share = padding_share(lengths, self.config.batch_size)
+            self.config.packing = "on" if share > PACK_ABOVE else "off"
+        return pack_examples(rows, self.config.max_length) if self.config.packing == "on" else rows
 
     def collator(self, tokenizer: Any) -> Collate:
         """Right padding to a multiple of 8, labels padded with -100."""
         return CausalCollator(tokenizer, pad_to_multiple_of=8)
+
+
+def padding_share(lengths: list[int], batch_size: int, multiple: int = 8) -> float:
+    """The share of padding in batches of `batch_size` rows of similar length (sorted, as the
+    length-grouped sampler nearly makes them), each padded to its longest row rounded up to
+    `multiple`: Σ(padded − real) / Σ padded."""
+    ordered = sorted(lengths)
+    padded = real = 0
+    for start in range(0, len(ordered), batch_size):
+        group = ordered[start : start + batch_size]
+        width = -(-group[-1] // multiple) * multiple
+        padded, real = padded + width * len(group), real + sum(group)
+    return 1 - real / padded if padded else 0.0
 
 
 class Seq2SeqTask(GenerativeTask):

@@ -1,0 +1,100 @@
+"""Fitting a run to its machine before anything is loaded: the context length and the memory plan.
+
+The planner (train/memory.py) estimates; this module asks it about one `TrainConfig` and its
+data, and writes its choice back into the config (`batch_size`, `gradient_accumulation_steps`,
+`gradient_checkpointing` as "on"/"off"), so config.yaml records what ran and `--resume` repeats it.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from lorakit.errors import LorakitError
+from lorakit.lora import LoraConfig
+from lorakit.models.loading import context_length
+from lorakit.task_kind import TaskKind
+from lorakit.train.config import TrainConfig
+from lorakit.train.memory import MemoryEstimate, PlanOptions, plan_run
+from lorakit.train.tasks import TaskData
+
+PAD_MULTIPLE = 8  # the collators pad every batch to a multiple of 8 tokens
+
+
+def check_run(config: TrainConfig, model_config: Any, device_type: str) -> None:
+    """Refuse, before anything is written, a --max-length the model has no positions for (its
+    outputs there would be garbage) and activation offloading where there is no GPU to offload from."""
+    if config.offload_activations and device_type != "cuda":
+        raise LorakitError(
+            f"--offload-activations moves checkpointed activations from a GPU to host memory; this run "
+            f"trains on {device_type}, where they are host memory already: drop the flag"
+        )
+    context = context_length(model_config)
+    if context is not None and config.max_length > context:
+        raise LorakitError(
+            f"--max-length {config.max_length} is above {config.model}'s context of {context} positions; "
+            f"use --max-length {context} or less"
+        )
+
+
+def plan_memory(
+    config: TrainConfig,
+    model_config: Any,
+    data: TaskData,
+    precision: str,
+    accelerator: Accelerator,
+    resume: bool,
+) -> MemoryEstimate:
+    """Estimate the run's peak memory, choose micro-batch and checkpointing (see
+    `memory.choose_setting`), print the estimate, and write the choice into `config`.
+
+    On resume the saved setting is kept as it is (a new choice would change the batches). Under
+    several processes the main process decides and the others follow.
+    """
+    if data.label_names is not None:
+        model_config = copy.deepcopy(model_config)
+        model_config.num_labels = len(data.label_names)
+    lora = None
+    if config.method == "lora":
+        lora = LoraConfig(task_type=config.task.peft_type, **config.lora_config_kwargs())
+    options = PlanOptions(
+        micro_batch=config.batch_size,
+        accumulation=config.gradient_accumulation_steps,
+        precision=precision,
+        quantize=config.quantize,
+        checkpointing=config.gradient_checkpointing,
+        budget=None if resume else config.max_memory_bytes(),
+        fast_dropout=config.fast_dropout,
+    )
+    if resume and options.checkpointing == "auto":
+        options = PlanOptions(**{**options.__dict__, "checkpointing": "off"})
+    estimate = plan_run(
+        model_config, config.task.peft_type, lora, options, longest_row(config, data), accelerator.device.type
+    )
+    if accelerator.num_processes > 1:
+        shared = [estimate]
+        broadcast_object_list(shared)
+        estimate = shared[0]
+    setting = estimate.setting
+    config.batch_size, config.gradient_accumulation_steps = setting.micro_batch, setting.accumulation
+    config.gradient_checkpointing = "on" if setting.checkpointing else "off"
+    if accelerator.is_main_process:
+        print(f"memory: {estimate.describe()}", file=sys.stderr, flush=True)
+    return estimate
+
+
+def longest_row(config: TrainConfig, data: TaskData) -> int:
+    """Tokens of the longest training row as the collator pads it (a seq2seq row: source and target)."""
+
+    def padded(length: int) -> int:
+        return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+    rows = data.splits["train"]
+    longest = padded(max((len(row["input_ids"]) for row in rows), default=1))
+    if config.task is TaskKind.SEQ2SEQ:
+        longest += padded(max((len(row["labels"]) for row in rows), default=1))
+    return longest
