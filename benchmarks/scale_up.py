@@ -277,6 +277,8 @@ def run_lorakit(suite: str, name: str, flags: tuple[str, ...], args: argparse.Na
         "validation_loss": history["eval"][-1]["loss"],
         "precision": metrics["precision"],
         "self_reported_peak_memory_bytes": metrics["peak_memory_bytes"],
+        "estimated_peak_memory_bytes": metrics.get("estimated_peak_memory_bytes"),
+        "gradient_checkpointing": metrics.get("gradient_checkpointing"),
     }
 
 

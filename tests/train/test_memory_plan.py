@@ -167,3 +167,13 @@ def test_weights_are_counted_as_quantization_stores_them() -> None:
     lora_params = 4 * (8 * 256 + 256 * 8 + 8 * 256 + 128 * 8)
     assert nf4.trainable == fp32.trainable == 16 * lora_params
     assert nf4.checkpointable and fp32.layers == 4
+
+
+def test_auto_fits_what_the_machine_has_left() -> None:
+    """Without a budget, a run whose estimate exceeds the available memory is fitted to it."""
+    requested = Setting(16, 1, False)
+    plain = choose_setting(footprint(), requested, "auto", True, 256, 0, None, generative=False)
+    assert plain.setting == requested
+    tight = choose_setting(footprint(), requested, "auto", True, 256, 0, None, False, available=plain.peak // 2)
+    assert tight.peak <= plain.peak // 2 and tight.setting != requested
+    assert tight.setting.micro_batch * tight.setting.accumulation == 16

@@ -229,7 +229,7 @@ def test_a_budget_cuts_the_batch_into_micro_batches(tiny_causal_dir, capitals_js
     [
         (["--max-memory", "1MiB"], "cannot fit this run: the smallest setting (micro-batch 1 × 16"),
         (["--max-memory", "lots"], "max_memory must be a size such as 4GiB"),
-        (["--max-length", "1000"], "--max-length 1000 is above"),
+        (["--max-length", "1000", "--data", "LONG"], "--max-length 1000 lets through rows of"),
         (["--offload-activations"], "host memory already"),
     ],
 )
@@ -237,6 +237,13 @@ def test_memory_requests_that_cannot_work_fail_before_writing(
     tiny_causal_dir, capitals_jsonl, tmp_path, capsys, extra, message
 ):
     out = tmp_path / "run"
+    if "LONG" in extra:  # one answer longer than the tiny model's 128 positions
+        long = tmp_path / "long.jsonl"
+        answer = " ".join(["paris"] * 200)
+        long.write_text(
+            capitals_jsonl.read_text() + json.dumps({"prompt": "capital of france", "response": answer}) + "\n"
+        )
+        extra = [str(long) if item == "LONG" else item for item in extra]
     assert main([*generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm"), *extra]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert message in error[-1] and error[-1].startswith("lorakit train: error")
@@ -277,3 +284,20 @@ def test_ddp_with_checkpointing_and_the_chunked_loss(tiny_causal_dir, capitals_j
     assert metrics["processes"] == 2 and metrics["gradient_checkpointing"] is True
     assert result.stderr.count("memory: estimated peak memory") == 1  # the main process plans and says so
     assert train_loss_falls(out)
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_eos(tiny_causal_dir, capitals_jsonl, tmp_path):
+    """Many causal LMs ship without a pad token; padding is masked, so eos stands in for it."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "no-pad"
+    shutil.copytree(tiny_causal_dir, model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(model)
+    assert AutoTokenizer.from_pretrained(model).pad_token is None
+    out = tmp_path / "run"
+    extra = ["--max-steps", "2", "--generation-samples", "0"]
+    assert main(generative_args(model, capitals_jsonl, out, "causal-lm", *extra)) == 0

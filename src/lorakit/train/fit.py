@@ -25,19 +25,29 @@ from lorakit.train.tasks import TaskData
 PAD_MULTIPLE = 8  # the collators pad every batch to a multiple of 8 tokens
 
 
-def check_run(config: TrainConfig, model_config: Any, device_type: str) -> None:
-    """Refuse, before anything is written, a --max-length the model has no positions for (its
-    outputs there would be garbage) and activation offloading where there is no GPU to offload from."""
+def check_run(config: TrainConfig, device_type: str) -> None:
+    """Refuse, before anything is loaded or written, activation offloading where there is no GPU
+    to offload from."""
     if config.offload_activations and device_type != "cuda":
         raise LorakitError(
             f"--offload-activations moves checkpointed activations from a GPU to host memory; this run "
             f"trains on {device_type}, where they are host memory already: drop the flag"
         )
+
+
+def check_context(config: TrainConfig, model_config: Any, data: TaskData) -> None:
+    """Refuse rows longer than the model has positions for (its outputs there would be garbage):
+    a --max-length above the context is fine while no row reaches past it."""
     context = context_length(model_config)
-    if context is not None and config.max_length > context:
+    if context is None or config.max_length <= context:
+        return
+    # Classification labels are ints; token rows (inputs, causal and seq2seq labels) are lists.
+    rows = (row for split in data.splits.values() for row in split)
+    longest = max((len(value) for row in rows for value in row.values() if isinstance(value, list)), default=0)
+    if longest > context:
         raise LorakitError(
-            f"--max-length {config.max_length} is above {config.model}'s context of {context} positions; "
-            f"use --max-length {context} or less"
+            f"--max-length {config.max_length} lets through rows of {longest} tokens, above {config.model}'s "
+            f"context of {context} positions; use --max-length {context} or less"
         )
 
 

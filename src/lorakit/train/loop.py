@@ -38,7 +38,7 @@ from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
 from lorakit.train.dropout import use_fast_dropout
-from lorakit.train.fit import check_run, plan_memory
+from lorakit.train.fit import check_context, check_run, plan_memory
 from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision, storage_dtype
@@ -117,11 +117,15 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     set_seed(config.seed)
     precision = resolve_precision(config.precision, accelerator.device)
     task = task_for(config)
+    check_run(config, accelerator.device.type)
     model_config = load_config(config.model)
-    check_run(config, model_config, accelerator.device.type)
     tokenizer = load_tokenizer(config.model)
+    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
     data = task.load_data(tokenizer)
+    check_context(config, model_config, data)
     memory = plan_memory(config, model_config, data, precision, accelerator, resume)
+    total_steps = _total_steps(config, data, accelerator)
     run_dir = _run_dir(accelerator, config, resume)
 
     core = build_model(config, task, data, precision)
@@ -133,7 +137,6 @@ def setup(config: TrainConfig, resume: bool) -> Run:
         enable_activation_checkpointing(core, config.offload_activations, accelerator.device.type)
     trainable, total = trainable_parameters(core)
     optimizer = build_optimizer(core, config.lr, config.weight_decay)
-    total_steps = _total_steps(config, data, accelerator)
     scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
     # The loss runs inside the prepared module, so DDP sees every forward (a chunked LM loss calls
     # the model's body and head apart).

@@ -160,13 +160,15 @@ def choose_setting(
     baseline: int,
     budget: int | None,
     generative: bool,
+    available: int | None = None,
 ) -> MemoryEstimate:
     """The setting to train with.
 
     Without a budget the requested micro-batch stays; checkpointing "auto" turns on for
     generative tasks when the activations it would drop outweigh everything else (so it at least
-    halves the peak), and when the machine's available memory calls for it. With `budget`
-    (bytes), the first of `candidate_settings` whose estimate fits.
+    halves the peak), and when the memory still `available` (bytes; None: unlimited) calls for
+    it, then as under a budget of that size. With `budget` (bytes), the first of
+    `candidate_settings` whose estimate fits.
 
     Raises:
         LorakitError: nothing fits the budget; the message names the smallest setting's need.
@@ -179,9 +181,9 @@ def choose_setting(
         checked = estimate(footprint, replace(requested, checkpointing=True), row_tokens, baseline)
         if checkpointing == "on" or (generative and plain.activations > plain.peak - plain.activations):
             return checked
-        if plain.peak <= available_memory():
+        if available is None or plain.peak <= available:
             return plain
-        budget = available_memory()
+        budget = available
     options = [
         estimate(footprint, s, row_tokens, baseline) for s in candidate_settings(effective, checkpointing, supported)
     ]
@@ -415,4 +417,5 @@ def plan_run(
         baseline,
         options.budget,
         generative=peft_type != "SEQ_CLS",
+        available=available_memory(device_type) + baseline,  # the baseline is resident already
     )
