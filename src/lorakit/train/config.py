@@ -29,7 +29,7 @@ METHODS = ("lora", "full")
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("nf4", "bnb-nf4")
-CHECKPOINTING = ("auto", "on", "off")  # the choices of gradient_checkpointing and packing
+AUTO_ON_OFF = ("auto", "on", "off")  # gradient_checkpointing, packing: decided by lorakit, or forced
 # Option groups, in the order `lorakit train --help` shows them.
 GROUPS = ("data and model", "method", "optimisation", "memory", "evaluation and checkpoints")
 
@@ -103,7 +103,7 @@ class TrainConfig:
         "causal-lm: pack short examples into full rows; auto = when length-grouped batches would still "
         "be more than a quarter padding",
         "data and model",
-        choices=CHECKPOINTING,
+        choices=AUTO_ON_OFF,
         flag_const="on",
     )
     max_target_length: int = option(128, "seq2seq: truncate responses to this many tokens", "data and model")
@@ -158,7 +158,7 @@ class TrainConfig:
         "recompute activations in backward instead of keeping them; auto = on for generative tasks when it "
         "at least halves the estimated peak, or when memory calls for it",
         "memory",
-        choices=CHECKPOINTING,
+        choices=AUTO_ON_OFF,
         flag_const="on",
     )
     offload_activations: bool = option(False, "CUDA: keep checkpointed activations in host memory", "memory")
@@ -194,13 +194,13 @@ class TrainConfig:
                     "quantize trains LoRA on a frozen 4-bit base; it cannot be combined with method full"
                 )
         self.packing = _on_off(self.packing)
-        _choice(self.packing, CHECKPOINTING, "packing")
+        _choice(self.packing, AUTO_ON_OFF, "packing")
         if self.packing == "on" and self.task is not TaskKind.CAUSAL_LM:
             raise LorakitError(f"packing applies to task causal-lm only, not {self.task}")
         _choice(self.scheduler, SCHEDULERS, "scheduler")
         _choice(self.precision, PRECISIONS, "precision")
         self.gradient_checkpointing = _on_off(self.gradient_checkpointing)
-        _choice(self.gradient_checkpointing, CHECKPOINTING, "gradient_checkpointing")
+        _choice(self.gradient_checkpointing, AUTO_ON_OFF, "gradient_checkpointing")
         if self.offload_activations:  # it offloads what checkpointing keeps
             if self.gradient_checkpointing == "off":
                 raise LorakitError(
