@@ -31,6 +31,7 @@ from lorakit.models.loading import infer_task_type, load_config
 from lorakit.report.humanize import format_bytes, parse_bytes
 from lorakit.task_kind import TaskKind
 from lorakit.train.config import PRECISIONS, QUANTIZE
+from lorakit.train.fit import padded
 from lorakit.train.memory import PlanOptions, plan_run
 from lorakit.train.precision import resolve_precision
 
@@ -111,7 +112,7 @@ def print_plan(args: argparse.Namespace, model_config: Any, task: str, lora: Lor
         if value <= 0:
             raise LorakitError(f"{flag} must be a positive integer, got {value}")
     precision = resolve_precision(args.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    row_tokens = -(-args.max_length // 8) * 8
+    row_tokens = padded(args.max_length)
     budget = None
     if args.max_memory is not None:
         try:

@@ -36,15 +36,21 @@ def enable_activation_checkpointing(model: nn.Module, offload: bool = False, dev
             f"{type(model).__name__} does not support activation checkpointing; "
             "run with --gradient-checkpointing off (and a smaller --batch-size if memory is short)"
         )
-    if offload and device_type != "cuda":
-        raise LorakitError(
-            f"--offload-activations moves checkpointed activations from a GPU to host memory; this run "
-            f"trains on {device_type}, where they are host memory already: drop the flag"
-        )
+    if offload:
+        check_offload(device_type)
     model.activation_checkpointing_enable({"use_reentrant": False}, offload=offload)
     # The KV cache is never used while training; checkpointed blocks must not write one either.
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
+
+
+def check_offload(device_type: str) -> None:
+    """Refuse offloading activations where training does not run on a GPU (raises LorakitError)."""
+    if device_type != "cuda":
+        raise LorakitError(
+            f"--offload-activations moves checkpointed activations from a GPU to host memory; this run "
+            f"trains on {device_type}, where they are host memory already: drop the flag"
+        )
 
 
 def activation_checkpointing_enabled(model: nn.Module) -> bool:

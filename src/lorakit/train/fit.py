@@ -16,6 +16,7 @@ from accelerate.utils import broadcast_object_list
 
 from lorakit.errors import LorakitError
 from lorakit.lora import LoraConfig
+from lorakit.models.activation_checkpointing import check_offload
 from lorakit.models.loading import context_length
 from lorakit.task_kind import TaskKind
 from lorakit.train.config import TrainConfig
@@ -28,11 +29,8 @@ PAD_MULTIPLE = 8  # the collators pad every batch to a multiple of 8 tokens
 def check_run(config: TrainConfig, device_type: str) -> None:
     """Refuse, before anything is loaded or written, activation offloading where there is no GPU
     to offload from."""
-    if config.offload_activations and device_type != "cuda":
-        raise LorakitError(
-            f"--offload-activations moves checkpointed activations from a GPU to host memory; this run "
-            f"trains on {device_type}, where they are host memory already: drop the flag"
-        )
+    if config.offload_activations:
+        check_offload(device_type)
 
 
 def check_context(config: TrainConfig, model_config: Any, data: TaskData) -> None:
@@ -97,12 +95,13 @@ def plan_memory(
     return estimate
 
 
+def padded(length: int) -> int:
+    """`length` rounded up to the collators' multiple of 8."""
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def longest_row(config: TrainConfig, data: TaskData) -> int:
     """Tokens of the longest training row as the collator pads it (a seq2seq row: source and target)."""
-
-    def padded(length: int) -> int:
-        return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
-
     rows = data.splits["train"]
     longest = padded(max((len(row["input_ids"]) for row in rows), default=1))
     if config.task is TaskKind.SEQ2SEQ:

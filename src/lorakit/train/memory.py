@@ -34,7 +34,7 @@ from transformers.initialization import no_init_weights
 
 from lorakit.errors import LorakitError
 from lorakit.heap import return_freed_memory
-from lorakit.lora import LoraConfig, add_adapter
+from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
 from lorakit.lora.targets import is_in_saved_module
 from lorakit.models import MODEL_CLASSES
 from lorakit.models.lm_loss import chunk_rows, chunked_causal_lm_loss, supports_chunked_loss
@@ -227,7 +227,7 @@ def model_footprint(
     (see the module docstring). `lora` None trains every weight (full fine-tuning)."""
     meta = _meta_model(model_config, peft_type, lora)
     weights, loading = _weight_bytes(meta, precision, quantize, direct=peft_type != "SEQ_CLS")
-    trainable = sum(p.numel() for p in _unique_parameters(meta) if p.requires_grad)
+    trainable, _ = trainable_parameters(meta)
     tokens = min(PROBE_TOKENS, context_length(model_config) or PROBE_TOKENS)
     probe = _Probe(model_config, peft_type, lora, precision, fast_dropout, tokens)
     one, two = probe.saved_bytes(1), probe.saved_bytes(2)
@@ -262,10 +262,6 @@ def _meta_model(model_config: object, peft_type: str, lora: LoraConfig | None) -
     return model
 
 
-def _unique_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list({id(p): p for p in model.parameters()}.values())  # tied weights once
-
-
 def _weight_bytes(model: nn.Module, precision: str, quantize: str | None, direct: bool) -> tuple[int, int]:
     """(stored frozen weights, the load's peak) in bytes. Generative bases load `direct`ly in
     their storage dtype; a classifier loads in fp32 (its new head trains) and is cast after;
@@ -273,7 +269,7 @@ def _weight_bytes(model: nn.Module, precision: str, quantize: str | None, direct
     quantized = _quantized_weights(model) if quantize else set()
     storage = 4 if precision == "fp32" else 2
     stored = loaded = largest = 0
-    for parameter in _unique_parameters(model):
+    for parameter in model.parameters():  # tied weights come once
         if parameter.requires_grad:
             loaded += 4 * parameter.numel()
             continue
