@@ -35,6 +35,7 @@ from transformers import (
 from lorakit import LoraConfig, add_adapter, save_adapter
 from lorakit.cli.train import validate_train_flags
 from lorakit.models.first_token import first_token_only
+from lorakit.train.attention import use_training_attention
 from lorakit.train.dropout import use_fast_dropout
 from lorakit.train.precision import cast_frozen_parameters
 from tiny_models import tiny_llama
@@ -52,7 +53,7 @@ FAMILIES = {
     "distilbert": (DistilBertConfig, DistilBertForSequenceClassification),
 }
 # The attention implementations a model meets in training: transformers' two, and lorakit's
-# fast-dropout SDPA (installed by use_fast_dropout, as the training loop does).
+# training attention with fast dropout (installed as the training loop does).
 ATTENTIONS = ("sdpa", "eager", "lorakit")
 
 
@@ -70,11 +71,13 @@ def config_for(family: str, dropout: float, **extra):
 
 
 def build(family: str = "bert", attention: str = "sdpa", dropout: float = 0.0, seed: int = 0, **extra) -> nn.Module:
-    """A tiny random classifier of `family` in eval mode; `attention` "lorakit" means use_fast_dropout."""
+    """A tiny random classifier of `family` in eval mode; `attention` "lorakit" means lorakit's
+    fast dropout and training attention, as the training loop installs them."""
     torch.manual_seed(seed)
     model = FAMILIES[family][1](config_for(family, dropout, **extra)).eval()
     if attention == "lorakit":
         use_fast_dropout(model)
+        use_training_attention(model, fast_dropout_masks=True)
     else:
         model.set_attn_implementation(attention)
     return model

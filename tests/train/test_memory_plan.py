@@ -11,6 +11,8 @@ from lorakit.lora import LoraConfig, add_adapter
 from lorakit.models.lm_loss import chunked_causal_lm_loss
 from lorakit.quant import quantize_model, quantized_weight_bytes
 from lorakit.report.humanize import parse_bytes
+from lorakit.train.attention import use_training_attention
+from lorakit.train.dropout import use_fast_dropout
 from lorakit.train.memory import (
     Footprint,
     Setting,
@@ -127,12 +129,15 @@ def test_auto_checkpoints_generative_runs_when_activations_dominate() -> None:
 
 def test_the_probe_predicts_what_a_deeper_model_saves() -> None:
     """The per-token figures measured on 1 and 2 blocks extrapolate to a 4-block model and a
-    longer batch: what its forward really saves for backward (counted the same way) within 5 %."""
+    bigger batch of the same rows, set up as training sets it up (fast dropout, training
+    attention): what its forward really saves for backward (counted the same way) within 5 %."""
     config = llama_config()
-    measured_footprint = model_footprint(config, "CAUSAL_LM", lora(), "fp32", None)
+    measured_footprint = model_footprint(config, "CAUSAL_LM", lora(), "fp32", None, row_tokens=96)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     add_adapter(model, lora())
+    use_fast_dropout(model)
+    use_training_attention(model, fast_dropout_masks=True)
     model.train()
     ids = torch.randint(1, 512, (2, 96))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}

@@ -37,6 +37,7 @@ from lorakit.quant import OUTPUT_HEADS, load_nf4, quantize_model
 from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
+from lorakit.train.attention import use_training_attention
 from lorakit.train.dropout import use_fast_dropout
 from lorakit.train.fit import check_context, check_run, plan_memory
 from lorakit.train.memory import MemoryEstimate
@@ -133,6 +134,7 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     cast_frozen_parameters(core, precision)
     if config.fast_dropout:
         use_fast_dropout(core)
+    use_training_attention(core, config.fast_dropout)  # matmul attention for short rows on CPU
     if memory.setting.checkpointing:
         enable_activation_checkpointing(core, config.offload_activations, accelerator.device.type)
     trainable, total = trainable_parameters(core)

@@ -42,12 +42,14 @@ from lorakit.models.loading import context_length
 from lorakit.quant import OUTPUT_HEADS
 from lorakit.quant.nf4 import BLOCK_SIZE
 from lorakit.report.humanize import format_bytes
+from lorakit.train.attention import use_training_attention
 from lorakit.train.dropout import use_fast_dropout
 from lorakit.train.precision import autocast, cast_frozen_parameters, storage_dtype
 
 NF4_BYTES_PER_VALUE = 0.5 + 1 / BLOCK_SIZE + 4 / (BLOCK_SIZE * 256)  # codes, int8 scales, group factors
 ADAMW_BYTES_PER_PARAMETER = 16  # fp32 value, gradient and two moments
-PROBE_TOKENS = 64
+PROBE_TOKENS = 64  # the probe row when no row length is given
+PROBE_MAX_TOKENS = 1024  # past this every path saves a fixed amount per token (SDPA is linear)
 
 
 @dataclass(frozen=True)
@@ -222,13 +224,16 @@ def model_footprint(
     precision: str,
     quantize: str | None,
     fast_dropout: bool = True,
+    row_tokens: int = PROBE_TOKENS,
 ) -> Footprint:
     """Count `model_config`'s weights and trainable state, and measure its activations per token
-    (see the module docstring). `lora` None trains every weight (full fine-tuning)."""
+    (see the module docstring) on a probe row of `row_tokens` (up to `PROBE_MAX_TOKENS`): short
+    rows attend with matmuls (train/attention.py), which keep a (length × length) score matrix
+    per head, so what a token costs depends on the row. `lora` None trains every weight."""
     meta = _meta_model(model_config, peft_type, lora)
     weights, loading = _weight_bytes(meta, precision, quantize, direct=peft_type != "SEQ_CLS")
     trainable, _ = trainable_parameters(meta)
-    tokens = min(PROBE_TOKENS, context_length(model_config) or PROBE_TOKENS)
+    tokens = max(min(row_tokens, context_length(model_config) or row_tokens, PROBE_MAX_TOKENS), 1)
     probe = _Probe(model_config, peft_type, lora, precision, fast_dropout, tokens)
     one, two = probe.saved_bytes(1), probe.saved_bytes(2)
     return_freed_memory()  # the probe models' pages
@@ -316,7 +321,7 @@ class _Probe:
     lora: LoraConfig | None
     precision: str
     fast_dropout: bool
-    tokens: int  # the probe row's length (PROBE_TOKENS, or the model's context if shorter)
+    tokens: int  # the probe row's length: the run's longest row, within the model's context
 
     def saved_bytes(self, layers: int) -> int:
         """Bytes of the tensors saved for backward by one forward of a `tokens`-token row."""
@@ -356,6 +361,7 @@ class _Probe:
         cast_frozen_parameters(model, self.precision)
         if self.fast_dropout:
             use_fast_dropout(model)
+        use_training_attention(model, self.fast_dropout)
         return model.train()
 
     def _batch(self) -> dict[str, torch.Tensor]:
@@ -395,7 +401,7 @@ def plan_run(
     baseline = process_memory(device_type)
     with torch.random.fork_rng(devices=[]):  # building probe models must not move the run's seed
         footprint = model_footprint(
-            model_config, peft_type, lora, options.precision, options.quantize, options.fast_dropout
+            model_config, peft_type, lora, options.precision, options.quantize, options.fast_dropout, row_tokens
         )
     supported = footprint.checkpointable
     if options.checkpointing == "on" and not supported:
