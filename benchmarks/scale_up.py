@@ -261,8 +261,9 @@ def lorakit_command(suite: str, flags: tuple[str, ...], run_dir: Path, args: arg
 
 
 def run_lorakit(suite: str, name: str, flags: tuple[str, ...], args: argparse.Namespace, model: str) -> dict:
-    run_dir = args.work / f"run-{name}"
-    result = run_child(lorakit_command(suite, flags, run_dir, args, model), args.work / f"{name}.log")
+    label = f"{Path(model).name}-{name}"  # one folder per model and contender: shapes run in turn
+    run_dir = args.work / f"run-{label}"
+    result = run_child(lorakit_command(suite, flags, run_dir, args, model), args.work / f"{label}.log")
     if result["exit_code"] != 0:
         return result
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -287,11 +288,11 @@ def run_trl_child(suite: str, name: str, options: tuple[str, ...], args: argpars
         return {"status": "skipped: bitsandbytes is not installed", "exit_code": None}
     from lorakit.models import resolve_model
 
-    out = args.work / f"{name}.json"
+    out = args.work / f"{Path(model).name}-{name}.json"
     command = [sys.executable, __file__, "--worker", name, "--suite", suite, "--model", resolve_model(model)]
     command += ["--work", str(args.work), "--result", str(out), "--trl-options", ",".join(options)]
     command += ["--steps", str(args.steps)] if args.steps else []
-    result = run_child(command, args.work / f"{name}.log")
+    result = run_child(command, args.work / f"{Path(model).name}-{name}.log")
     if result["exit_code"] == 0:
         result |= json.loads(out.read_text())
     return result

@@ -87,6 +87,7 @@ def test_a_config_file_value_is_normalised_like_a_flag():
         (["--task", "regression"], ["not valid for lorakit train"]),
         (["--on-empty", "drop"], ["not valid for lorakit train"]),
         (["--max-train-examples", "0"], ["max_train_examples", "positive"]),
+        (["--max-validation-examples", "0"], ["max_validation_examples", "positive"]),
         (["--text-column", "label"], ["different columns"]),
         (["--task", "seq2seq"], ["no packaged default model", "--model"]),
     ],

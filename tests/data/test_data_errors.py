@@ -201,6 +201,11 @@ def test_max_train_examples_below_the_class_count(tmp_path):
     assert_one_line_error(load(path, max_train_examples=2), "max_train_examples=2", "3 classes")
 
 
+def test_max_validation_examples_below_the_class_count(tmp_path):
+    path = csv_file(tmp_path, sentiment_frame(100))
+    assert_one_line_error(load(path, max_validation_examples=2), "max_validation_examples=2", "3 classes", "validation")
+
+
 def test_builtin_datasets_have_fixed_columns():
     assert_one_line_error(
         lambda: load_classification_data("rotten-tomatoes", text_column="review"), "fixed columns", "text_column"

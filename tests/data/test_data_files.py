@@ -145,6 +145,20 @@ def test_max_train_examples_caps_train_only(tmp_path):
     assert "train capped at 30 of 80 rows (max_train_examples, stratified, seed 42)" in capped.notes
 
 
+def test_max_validation_examples_caps_validation_only(tmp_path):
+    path = tmp_path / "data.csv"
+    sentiment_frame(200).to_csv(path, index=False)
+    full = load_classification_data(str(path))
+    capped = load_classification_data(str(path), max_validation_examples=9)
+    assert len(capped.validation) == 9 and len(full.validation) == 20
+    assert capped.train == full.train and capped.test == full.test
+    assert set(capped.validation.texts) <= set(full.validation.texts)
+    assert set(capped.validation.labels) == set(full.validation.labels)  # stratified: every class kept
+    assert "validation capped at 9 of 20 rows (max_validation_examples, stratified, seed 42)" in capped.notes
+    assert load_classification_data(str(path), max_validation_examples=9).validation == capped.validation
+    assert load_classification_data(str(path), max_validation_examples=50).validation == full.validation
+
+
 def test_seed_and_fractions_choose_the_carved_split(tmp_path):
     path = tmp_path / "data.csv"
     sentiment_frame(100).to_csv(path, index=False)

@@ -243,3 +243,13 @@ def test_max_train_examples_caps_train_only(tmp_path):
     data = load_generative_data(str(tmp_path / "d.csv"), max_train_examples=7)
     assert (len(data.train), len(data.validation), len(data.test)) == (7, 5, 5)
     assert "train capped at 7 of 40 examples (max_train_examples, seed 42)" in data.notes
+
+
+def test_max_validation_examples_caps_validation_only(tmp_path):
+    pairs_frame(50).to_csv(tmp_path / "d.csv", index=False)
+    full = load_generative_data(str(tmp_path / "d.csv"))
+    data = load_generative_data(str(tmp_path / "d.csv"), max_validation_examples=3)
+    assert (len(data.train), len(data.validation), len(data.test)) == (40, 3, 5)
+    assert data.train == full.train and data.test == full.test
+    assert all(example in full.validation for example in data.validation)
+    assert "validation capped at 3 of 5 examples (max_validation_examples, seed 42)" in data.notes

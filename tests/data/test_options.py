@@ -28,6 +28,8 @@ from lorakit.data import (
         ("seed", True, ["seed", "non-negative integer"]),
         ("max_train_examples", 0, ["max_train_examples", "positive integer or None"]),
         ("max_train_examples", 2.5, ["max_train_examples", "positive integer or None"]),
+        ("max_validation_examples", 0, ["max_validation_examples", "positive integer or None"]),
+        ("max_validation_examples", "8", ["max_validation_examples", "positive integer or None"]),
     ],
 )
 def test_shared_fields_are_validated_by_the_base_for_every_task(cls, field, value, words):

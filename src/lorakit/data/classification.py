@@ -55,6 +55,7 @@ def load_classification_data(
     allow_single_class: bool = False,
     carve_missing_splits: bool = True,
     *,
+    max_validation_examples: int | None = None,
     options: ClassificationOptions | None = None,
 ) -> ClassificationData:
     """Load a text-classification dataset as train/validation/test splits of (text, label index).
@@ -72,6 +73,8 @@ def load_classification_data(
             "fail" refuses the data.
         seed: seeds every split and cap; the same seed gives the same splits in any process.
         max_train_examples: keep a stratified sample of this many train rows (after carving).
+        max_validation_examples: keep a stratified sample of this many validation rows (the test
+            split stays whole).
         validation_fraction, test_fraction: the share of train carved out, stratified by class,
             for a split the source lacks.
         allow_single_class: accept data whose train holds one class, for data that is only
@@ -97,6 +100,7 @@ def load_classification_data(
         "on_empty": on_empty,
         "seed": seed,
         "max_train_examples": max_train_examples,
+        "max_validation_examples": max_validation_examples,
         "validation_fraction": validation_fraction,
         "test_fraction": test_fraction,
         "allow_single_class": allow_single_class,
@@ -140,7 +144,8 @@ def assemble(source: Source, options: ClassificationOptions) -> ClassificationDa
     else:
         for split in ("validation", "test"):
             indices.setdefault(split, np.array([], dtype=int))
-    _cap_train(indices, labels["train"], options, notes)
+    _cap(indices, "train", labels["train"], options.max_train_examples, options.seed, notes)
+    _cap(indices, "validation", labels[taken_from["validation"]], options.max_validation_examples, options.seed, notes)
 
     splits = {split: _take(rows[taken_from[split]], labels[taken_from[split]], indices[split]) for split in SPLITS}
     _note_overlap(splits, notes)
@@ -283,20 +288,21 @@ def _carve_missing_splits(
         )
 
 
-def _cap_train(
-    indices: dict[str, np.ndarray], train_labels: list[int], options: ClassificationOptions, notes: list[str]
+def _cap(
+    indices: dict[str, np.ndarray], split: str, source_labels: list[int], cap: int | None, seed: int, notes: list[str]
 ) -> None:
-    """Keep a stratified `max_train_examples` of train, after carving, so held-out splits stay whole."""
-    cap = options.max_train_examples
-    n = len(indices["train"])
+    """Keep a stratified `cap` of `split` (train, or validation), after carving, so every class
+    stays; `source_labels` are the labels of the table the split's indices point into."""
+    n = len(indices[split])
     if cap is None or cap >= n:
         return
-    labels = [train_labels[i] for i in indices["train"]]
+    labels = [source_labels[i] for i in indices[split]]
     classes = len(set(labels))
+    name = f"max_{split}_examples"
     if cap < classes:
-        raise LorakitError(f"max_train_examples={cap} is below the {classes} classes in train; pass at least {classes}")
-    indices["train"] = indices["train"][stratified_subset(labels, cap, options.seed)]
-    notes.append(f"train capped at {cap:,} of {n:,} rows (max_train_examples, stratified, seed {options.seed})")
+        raise LorakitError(f"{name}={cap} is below the {classes} classes in {split}; pass at least {classes}")
+    indices[split] = indices[split][stratified_subset(labels, cap, seed)]
+    notes.append(f"{split} capped at {cap:,} of {n:,} rows ({name}, stratified, seed {seed})")
 
 
 def _take(rows: _Rows, labels: list[int], indices: np.ndarray) -> ClassificationSplit:

@@ -64,6 +64,7 @@ def load_generative_data(
     on_empty: str = "skip",
     seed: int = 42,
     max_train_examples: int | None = None,
+    max_validation_examples: int | None = None,
     options: GenerativeOptions | None = None,
 ) -> GenerativeData:
     """Load conversations for causal-LM instruction tuning or seq2seq as train/validation/test.
@@ -75,8 +76,10 @@ def load_generative_data(
         system_prompt: a system message put first in conversations that have none.
         on_empty: rows with an empty or missing prompt, response or message: "skip" drops them
             with a note, "fail" refuses the data.
-        seed: seeds the carved splits and the train cap; the same seed, the same splits.
+        seed: seeds the carved splits and the caps; the same seed, the same splits.
         max_train_examples: keep a random sample of this many train examples (after carving).
+        max_validation_examples: keep a random sample of this many validation examples (the
+            test split stays whole).
         options: all of the above as one `GenerativeOptions`, already validated; pass either it
             or the keywords above.
 
@@ -94,6 +97,7 @@ def load_generative_data(
         "on_empty": on_empty,
         "seed": seed,
         "max_train_examples": max_train_examples,
+        "max_validation_examples": max_validation_examples,
     }
     options = resolve_options(GenerativeOptions, options, fields)
     name = source_name(source)
@@ -210,6 +214,19 @@ def _message_examples(table: Table, options: GenerativeOptions) -> tuple[list[Ge
     return examples, unusable
 
 
+def _cap(
+    examples: dict[str, list[GenerativeExample]], split: str, cap: int | None, seed: int, notes: list[str]
+) -> range | list[int]:
+    """Keep a seeded random `cap` of `split` (in their order); returns the kept indices."""
+    n = len(examples[split])
+    if cap is None or cap >= n:
+        return range(n)
+    kept = random_subset(n, cap, seed).tolist()
+    notes.append(f"{split} capped at {cap:,} of {n:,} examples (max_{split}_examples, seed {seed})")
+    examples[split] = [examples[split][i] for i in kept]
+    return kept
+
+
 def _split(
     examples: dict[str, list[GenerativeExample]],
     origins: dict[str, str],
@@ -217,15 +234,12 @@ def _split(
     source: str,
     notes: list[str],
 ) -> GenerativeData:
-    """Carve the missing held-out splits from train by question, cap train, note shared questions."""
+    """Carve the missing held-out splits from train by question, cap train and validation, note
+    shared questions."""
     keys = _carve_missing_splits(examples, origins["train"], options.seed, notes)
-    cap = options.max_train_examples
-    n = len(examples["train"])
-    if cap is not None and cap < n:
-        kept = random_subset(n, cap, options.seed)
-        notes.append(f"train capped at {cap:,} of {n:,} examples (max_train_examples, seed {options.seed})")
-        examples["train"] = [examples["train"][i] for i in kept]
-        keys = [keys[i] for i in kept]
+    kept = _cap(examples, "train", options.max_train_examples, options.seed, notes)
+    keys = [keys[i] for i in kept]
+    _cap(examples, "validation", options.max_validation_examples, options.seed, notes)
     seen = set(keys)
     for split in ("validation", "test"):
         shared = sum(question_key(example) in seen for example in examples[split])

@@ -1,4 +1,4 @@
-"""What a loader reads and how: columns, empty-row policy, seed, train cap. Validated once, here.
+"""What a loader reads and how: columns, empty-row policy, seed, train and validation caps. Validated once, here.
 
 `DataOptions` holds what every loader shares; `ClassificationOptions` and `GenerativeOptions` add
 their task's columns and choices. All are frozen dataclasses built with keywords, and building
@@ -32,11 +32,15 @@ class DataOptions:
         seed: seeds every carved split and the train cap; the same seed, the same splits, in any
             process.
         max_train_examples: keep a sample of this many train examples (after carving), or None.
+        max_validation_examples: keep a fixed sample of this many validation examples, or None:
+            validation runs at every evaluation, the test split once, so only validation is
+            capped (for big models, where scoring a whole split costs minutes).
     """
 
     on_empty: str = "skip"
     seed: int = 42
     max_train_examples: int | None = None
+    max_validation_examples: int | None = None
 
     # The fields that name columns; a builtin dataset's columns are fixed (`check_builtin_columns`).
     COLUMN_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -47,9 +51,10 @@ class DataOptions:
             raise LorakitError(f"on_empty must be {choices}, got {self.on_empty!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise LorakitError(f"seed must be a non-negative integer, got {self.seed!r}")
-        cap = self.max_train_examples
-        if cap is not None and (not _is_int(cap) or cap < 1):
-            raise LorakitError(f"max_train_examples must be a positive integer or None, got {cap!r}")
+        for name in ("max_train_examples", "max_validation_examples"):
+            cap = getattr(self, name)
+            if cap is not None and (not _is_int(cap) or cap < 1):
+                raise LorakitError(f"{name} must be a positive integer or None, got {cap!r}")
 
     def check_builtin_columns(self, name: str) -> None:
         """Refuse column options changed from their defaults: builtin dataset `name` has fixed columns.

@@ -4,21 +4,24 @@
     out    = dropout(softmax(scores))·v  (batch, heads, q_len, head_dim)
 
 SDPA's CPU flash kernel is built for long rows; on short ones its backward is slow. Measured here
-(AVX-512 bf16, 2 threads, forward + backward, head_dim 64; BENCHMARKS.md has the run):
+(AVX-512 bf16, 2 threads, causal forward + backward, head_dim 64; benchmarks/attention_speed.py,
+the full table in BENCHMARKS.md):
 
     batch × heads (kv heads) × length   SDPA     matmuls
-    16 × 9 (3) × 64                      21 ms     5 ms
-    16 × 32 (32) × 128                  129 ms    47 ms
-    8 × 32 (32) × 256                   133 ms   168 ms
-    2 × 9 (3) × 1024                     78 ms   217 ms
+    16 × 9 (3) × 64                      20 ms     4.5 ms
+    16 × 32 (32) × 128                  154 ms    59 ms
+    8 × 32 (32) × 256                   133 ms   228 ms
+    2 × 9 (3) × 1024                     83 ms   232 ms
 
 so rows up to `MATH_MAX_LENGTH` tokens take the matmuls, longer ones SDPA. The matmuls also take
 attention dropout at any length: SDPA's CPU dropout draws with torch's slow Bernoulli, the
 matmuls with `fast_dropout` (train/dropout.py) when the run asked for it.
 
-The math is SDPA's, exactly: the same `is_causal` rule (a missing mask means causal for decoder
-attention), scores rounded to the compute dtype as in transformers' eager attention, and softmax
-in that dtype (the CPU kernel accumulates in fp32, equal to softmax in fp32 rounded after). Key
+The math is SDPA's, with the same `is_causal` rule (a missing mask means causal for decoder
+attention): in fp32, outputs and gradients equal SDPA's (tested). In bf16 the scores are rounded
+to bf16 before the softmax, as in transformers' eager attention (SDPA's kernel keeps them in
+fp32), and the softmax runs in bf16 (its CPU kernel accumulates in fp32: equal to softmax in fp32
+rounded after). Key
 and value heads shared by several query heads (GQA) are not repeated: the query heads of one
 group are stacked along the length axis, so one matmul serves the group. Anything SDPA adds
 (a cache longer than the rows, T5's position bias, softcapping, sinks) and evaluation without
@@ -111,16 +114,19 @@ def math_attention(
     if causal:
         mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril()
     if mask is not None:
-        mask = _grouped(mask, kv_heads, groups)
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
+        scores = _masked(scores, _grouped(mask, kv_heads, groups))
     probabilities = F.softmax(scores, dim=-1)
     if dropout > 0.0:
         probabilities = draw(probabilities, dropout, True)
     out = torch.matmul(probabilities.view(batch, kv_heads, groups * q_len, kv_len), value)
     return out.view(batch, heads, q_len, dim)
+
+
+def _masked(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores where a bool mask is False set to the dtype's minimum; an additive mask added."""
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return scores + mask
 
 
 def _grouped(mask: torch.Tensor, kv_heads: int, groups: int) -> torch.Tensor:

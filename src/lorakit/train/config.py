@@ -109,6 +109,10 @@ class TrainConfig:
     max_target_length: int = option(128, "seq2seq: truncate responses to this many tokens", "data and model")
     on_empty: str = option("skip", "empty texts: skip them or fail", "data and model", choices=ON_EMPTY_CHOICES)
     max_train_examples: int | None = option(None, "use only this many training examples", "data and model")
+    # Validation runs at every evaluation; on a big model a whole split costs minutes each time.
+    max_validation_examples: int | None = option(
+        None, "validate on a fixed sample of this many examples (the test split stays whole)", "data and model"
+    )
     output_dir: str | None = option(
         None, "the run folder itself", "data and model", shown_default="runs/<data>-<method>[-N]"
     )
@@ -279,7 +283,12 @@ class TrainConfig:
 
     def data_options(self) -> ClassificationOptions | GenerativeOptions:
         """How the task's loader reads `data`, validated by the data layer (raises LorakitError)."""
-        shared = {"on_empty": self.on_empty, "seed": self.seed, "max_train_examples": self.max_train_examples}
+        shared = {
+            "on_empty": self.on_empty,
+            "seed": self.seed,
+            "max_train_examples": self.max_train_examples,
+            "max_validation_examples": self.max_validation_examples,
+        }
         if self.task.generates:
             return GenerativeOptions(
                 prompt_column=self.prompt_column,

@@ -35,9 +35,9 @@ from lorakit.models.first_token import first_token_only
 from lorakit.models.loading import load_config
 from lorakit.quant import OUTPUT_HEADS, load_nf4, quantize_model
 from lorakit.train import outputs
+from lorakit.train.attention import use_training_attention
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
-from lorakit.train.attention import use_training_attention
 from lorakit.train.dropout import use_fast_dropout
 from lorakit.train.fit import check_context, check_run, plan_memory
 from lorakit.train.memory import MemoryEstimate
