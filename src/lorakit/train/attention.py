@@ -21,11 +21,10 @@ The math is SDPA's, with the same `is_causal` rule (a missing mask means causal 
 attention): in fp32, outputs and gradients equal SDPA's (tested). In bf16 the scores are rounded
 to bf16 before the softmax, as in transformers' eager attention (SDPA's kernel keeps them in
 fp32), and the softmax runs in bf16 (its CPU kernel accumulates in fp32: equal to softmax in fp32
-rounded after). Key
-and value heads shared by several query heads (GQA) are not repeated: the query heads of one
-group are stacked along the length axis, so one matmul serves the group. Anything SDPA adds
-(a cache longer than the rows, T5's position bias, softcapping, sinks) and evaluation without
-gradients stay on SDPA.
+rounded after). Key and value heads shared by several query heads (GQA) are not repeated: the
+query heads of one group are stacked along the length axis, so one matmul serves the group.
+Anything SDPA adds (a cache longer than the rows, T5's position bias, softcapping, sinks) and
+evaluation without gradients stay on SDPA.
 """
 
 from __future__ import annotations

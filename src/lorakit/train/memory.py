@@ -49,7 +49,7 @@ from lorakit.train.precision import autocast, cast_frozen_parameters, storage_dt
 NF4_BYTES_PER_VALUE = 0.5 + 1 / BLOCK_SIZE + 4 / (BLOCK_SIZE * 256)  # codes, int8 scales, group factors
 ADAMW_BYTES_PER_PARAMETER = 16  # fp32 value, gradient and two moments
 PROBE_TOKENS = 64  # the probe row when no row length is given
-PROBE_MAX_TOKENS = 1024  # past this every path saves a fixed amount per token (SDPA is linear)
+PROBE_MAX_TOKENS = 1024  # past this SDPA runs (linear in the row) unless attention dropout is on
 
 
 @dataclass(frozen=True)
