@@ -35,8 +35,7 @@ from transformers import (
 from lorakit import LoraConfig, add_adapter, save_adapter
 from lorakit.cli.train import validate_train_flags
 from lorakit.models.first_token import first_token_only
-from lorakit.train.attention import use_training_attention
-from lorakit.train.dropout import use_fast_dropout
+from lorakit.train.fast_paths import use_fast_paths
 from lorakit.train.precision import cast_frozen_parameters
 from tiny_models import tiny_llama
 
@@ -76,8 +75,7 @@ def build(family: str = "bert", attention: str = "sdpa", dropout: float = 0.0, s
     torch.manual_seed(seed)
     model = FAMILIES[family][1](config_for(family, dropout, **extra)).eval()
     if attention == "lorakit":
-        use_fast_dropout(model)
-        use_training_attention(model, fast_dropout_masks=True)
+        use_fast_paths(model, fast_dropout=True)
     else:
         model.set_attn_implementation(attention)
     return model

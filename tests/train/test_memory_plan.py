@@ -11,8 +11,7 @@ from lorakit.lora import LoraConfig, add_adapter
 from lorakit.models.lm_loss import chunked_causal_lm_loss
 from lorakit.quant import quantize_model, quantized_weight_bytes
 from lorakit.report.humanize import parse_bytes
-from lorakit.train.attention import use_training_attention
-from lorakit.train.dropout import use_fast_dropout
+from lorakit.train.fast_paths import use_fast_paths
 from lorakit.train.memory import (
     Footprint,
     Setting,
@@ -136,8 +135,7 @@ def test_the_probe_predicts_what_a_deeper_model_saves() -> None:
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     add_adapter(model, lora())
-    use_fast_dropout(model)
-    use_training_attention(model, fast_dropout_masks=True)
+    use_fast_paths(model, fast_dropout=True)
     model.train()
     ids = torch.randint(1, 512, (2, 96))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}

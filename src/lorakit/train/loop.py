@@ -35,10 +35,9 @@ from lorakit.models.first_token import first_token_only
 from lorakit.models.loading import load_config
 from lorakit.quant import OUTPUT_HEADS, load_nf4, quantize_model
 from lorakit.train import outputs
-from lorakit.train.attention import use_training_attention
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
-from lorakit.train.dropout import use_fast_dropout
+from lorakit.train.fast_paths import use_fast_paths
 from lorakit.train.fit import check_context, check_run, plan_memory
 from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
@@ -132,9 +131,7 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     core = build_model(config, task, data, precision)
     quantized = _quantized_bytes(core) if config.quantize else {}
     cast_frozen_parameters(core, precision)
-    if config.fast_dropout:
-        use_fast_dropout(core)
-    use_training_attention(core, config.fast_dropout)  # matmul attention for short rows on CPU
+    use_fast_paths(core, config.fast_dropout)
     if memory.setting.checkpointing:
         enable_activation_checkpointing(core, config.offload_activations, accelerator.device.type)
     trainable, total = trainable_parameters(core)

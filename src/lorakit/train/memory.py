@@ -42,8 +42,7 @@ from lorakit.models.loading import context_length
 from lorakit.quant import OUTPUT_HEADS
 from lorakit.quant.nf4 import BLOCK_SIZE
 from lorakit.report.humanize import format_bytes
-from lorakit.train.attention import use_training_attention
-from lorakit.train.dropout import use_fast_dropout
+from lorakit.train.fast_paths import use_fast_paths
 from lorakit.train.precision import autocast, cast_frozen_parameters, storage_dtype
 
 NF4_BYTES_PER_VALUE = 0.5 + 1 / BLOCK_SIZE + 4 / (BLOCK_SIZE * 256)  # codes, int8 scales, group factors
@@ -359,9 +358,7 @@ class _Probe:
         if self.lora is not None:
             add_adapter(model, self.lora)
         cast_frozen_parameters(model, self.precision)
-        if self.fast_dropout:
-            use_fast_dropout(model)
-        use_training_attention(model, self.fast_dropout)
+        use_fast_paths(model, self.fast_dropout)
         return model.train()
 
     def _batch(self) -> dict[str, torch.Tensor]:
