@@ -14,6 +14,8 @@ reads it as JSONL.
   lorakit          `lorakit train --task causal-lm` with the recipe's flags (its defaults; the
                    memory planner turns activation checkpointing on for this run)
   lorakit-no-ckpt  the same with `--gradient-checkpointing off`
+  lorakit-2gib     the same with `--max-memory 2GiB`: checkpointing, with the room the budget
+                   leaves spent on unchecked pieces (`--piece-tokens`, lorakit/train/pieces.py)
   trl            SFTTrainer + PEFT LoraConfig, the same recipe; conversational prompt/completion data
                  (completion-only loss), train_sampling_strategy="group_by_length", bf16 autocast
                  only where the CPU runs bf16 natively (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`)
@@ -125,6 +127,7 @@ CONTENDERS = {
     "chatterbot": {
         "lorakit": ("lorakit", ()),  # the defaults: the planner turns checkpointing on here
         "lorakit-no-ckpt": ("lorakit", ("--gradient-checkpointing", "off")),
+        "lorakit-2gib": ("lorakit", ("--max-memory", "2GiB")),  # spare room → unchecked pieces
         "trl": ("trl", ()),
         "trl-ckpt": ("trl", ("gradient_checkpointing",)),
     },

@@ -78,8 +78,9 @@ def test_plan_estimates_training_memory(gpt2_folder, capsys: pytest.CaptureFixtu
     args = ["inspect", gpt2_folder, "--plan", "--batch-size", "4", "--max-length", "32", "--precision", "fp32"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    plain, checked = (line for line in out.splitlines() if "estimated peak memory" in line)
+    plain, checked, chosen = (line for line in out.splitlines() if "estimated peak memory" in line)
     assert "checkpointing off" in plain and "checkpointing on" in checked and "128 tokens" in plain
+    assert chosen.lstrip().startswith("auto (what lorakit train picks): estimated peak memory")
 
 
 def test_plan_with_an_impossible_budget_is_one_line(gpt2_folder, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,12 +13,15 @@ from lorakit.quant import quantize_model, quantized_weight_bytes
 from lorakit.report.humanize import parse_bytes
 from lorakit.train.fast_paths import use_fast_paths
 from lorakit.train.memory import (
+    MIN_PIECE_TOKENS,
+    UNCHECKED_MARGIN,
     Footprint,
     Setting,
     candidate_settings,
     choose_setting,
     estimate,
     model_footprint,
+    unchecked_piece_tokens,
 )
 
 MiB = 2**20
@@ -180,3 +183,40 @@ def test_auto_fits_what_the_machine_has_left() -> None:
     tight = choose_setting(footprint(), requested, "auto", True, 256, 0, None, False, available=plain.peak // 2)
     assert tight.peak <= plain.peak // 2 and tight.setting != requested
     assert tight.setting.micro_batch * tight.setting.accumulation == 16
+
+
+def test_a_budget_gives_its_spare_room_to_unchecked_pieces() -> None:
+    """A budget that leads to checkpointing: micro-batches run in unchecked pieces as large as the
+    budget's room allows (with the margin, a multiple of 8), and the estimate still fits it."""
+    checked = estimate(footprint(), Setting(16, 1, True), 512, 0)
+    budget = checked.peak + 20 * MiB
+    chosen = choose_setting(footprint(), Setting(16, 1, False), "auto", True, 512, 0, budget, True, pieces=None)
+    size = chosen.setting.piece_tokens
+    assert chosen.setting.checkpointing and chosen.setting.micro_batch == 16
+    assert size == unchecked_piece_tokens(footprint(), budget - 100 * MiB - 10 * MiB)
+    assert MIN_PIECE_TOKENS <= size < 16 * 512 and size % 8 == 0
+    assert chosen.peak <= budget
+    unchecked = estimate(footprint(), Setting(16, 1, False), row_tokens=size // 16, baseline=0)
+    assert UNCHECKED_MARGIN * (unchecked.activations + unchecked.working) <= budget - 110 * MiB
+    assert "unchecked pieces of ≤" in chosen.setting.describe() and "on for longer rows" in chosen.setting.describe()
+
+
+def test_without_a_budget_or_room_there_are_no_pieces() -> None:
+    auto = choose_setting(footprint(), Setting(16, 1, False), "auto", True, 512, 0, None, True, pieces=None)
+    assert auto.setting.checkpointing and auto.setting.piece_tokens == 0
+    # 16 rows of 16 tokens fit a budget just above their checkpointed need: pieces would be tiny.
+    light = footprint(loading=0)  # so that the budget binds the training step, not loading
+    budget = estimate(light, Setting(16, 1, True), 16, 0).peak + MiB
+    tight = choose_setting(light, Setting(16, 1, False), "auto", True, 16, 0, budget, True, pieces=None)
+    assert tight.setting.checkpointing and tight.setting.piece_tokens == 0
+
+
+def test_given_pieces_apply_to_every_setting_and_shape_the_estimate() -> None:
+    fixed = choose_setting(footprint(), Setting(16, 1, False), "off", True, 512, 0, None, True, pieces=1024)
+    assert fixed.setting == Setting(16, 1, False, 1024)
+    plain_piece = estimate(footprint(), Setting(2, 1, False), row_tokens=512, baseline=0)
+    assert fixed.activations == int(UNCHECKED_MARGIN * plain_piece.activations) and fixed.tokens == 1024
+    # Rows longer than the pieces run whole: the estimate is the larger of the two.
+    longer = estimate(footprint(), Setting(16, 1, True, 256), row_tokens=512, baseline=0)
+    checked = estimate(footprint(), Setting(16, 1, True), row_tokens=512, baseline=0)
+    assert longer.activations + longer.working == checked.activations + checked.working

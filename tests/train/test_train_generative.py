@@ -192,6 +192,23 @@ def test_checkpointing_trains_exactly_like_keeping_activations(tiny_causal_dir, 
             assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
 
 
+def test_unchecked_pieces_train_like_whole_micro_batches(tiny_causal_dir, capitals_jsonl, tmp_path):
+    """Micro-batches of 16 rows cut into pieces of ≤ 64 tokens (1–4 rows of ≤ 48): the same losses
+    (no dropout, so rows drawing masks in another order cannot differ), recorded in the run."""
+    runs = {}
+    for pieces in ("0", "64"):
+        out = tmp_path / pieces
+        extra = ["--gradient-checkpointing", "on", "--piece-tokens", pieces, "--lora-dropout", "0"]
+        extra += ["--max-steps", "4", "--log-steps", "1", "--generation-samples", "0"]
+        assert main(generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra)) == 0
+        runs[pieces] = _history(out)
+        assert json.loads((out / "metrics.json").read_text())["piece_tokens"] == int(pieces)
+        assert f"piece_tokens: {pieces}\n" in (out / "config.yaml").read_text()
+    for name in ("train", "eval"):
+        for a, b in zip(runs["0"][name], runs["64"][name], strict=True):
+            assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+
+
 def test_one_qlora_step_with_checkpointing(tiny_causal_dir, capitals_jsonl, tmp_path, capsys):
     out = tmp_path / "run"
     extra = ["--quantize", "nf4", "--gradient-checkpointing", "--max-steps", "1", "--generation-samples", "0"]
@@ -231,6 +248,7 @@ def test_a_budget_cuts_the_batch_into_micro_batches(tiny_causal_dir, capitals_js
         (["--max-memory", "lots"], "max_memory must be a size such as 4GiB"),
         (["--max-length", "1000", "--data", "LONG"], "--max-length 1000 lets through rows of"),
         (["--offload-activations"], "host memory already"),
+        (["--piece-tokens", "-8"], "piece_tokens must be a whole number >= 0"),
     ],
 )
 def test_memory_requests_that_cannot_work_fail_before_writing(

@@ -31,8 +31,8 @@ from lorakit.models.loading import infer_task_type, load_config
 from lorakit.report.humanize import format_bytes, parse_bytes
 from lorakit.task_kind import TaskKind
 from lorakit.train.config import PRECISIONS, QUANTIZE
-from lorakit.train.fit import padded
 from lorakit.train.memory import PlanOptions, plan_run
+from lorakit.train.pieces import padded
 from lorakit.train.precision import resolve_precision
 
 
@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_plan(args: argparse.Namespace, model_config: Any, task: str, lora: LoraConfig) -> None:
-    """The planner's estimates for batch × max-length tokens: without and with checkpointing,
-    and the setting a `--max-memory` budget leads to."""
+    """The planner's estimates for batch × max-length tokens: without and with checkpointing, what
+    `lorakit train` picks by itself, and the setting a `--max-memory` budget leads to."""
     for flag, value in (("--batch-size", args.batch_size), ("--max-length", args.max_length)):
         if value <= 0:
             raise LorakitError(f"{flag} must be a positive integer, got {value}")
@@ -121,9 +121,10 @@ def print_plan(args: argparse.Namespace, model_config: Any, task: str, lora: Lor
             raise LorakitError(f"--max-memory: {error}") from None
     storage = args.quantize or "no quantization"
     print(f"memory plan: batch {args.batch_size} × {row_tokens} tokens, {precision}, {storage}")
-    for checkpointing in ("off", "on"):
+    for checkpointing in ("off", "on", "auto"):
         options = PlanOptions(args.batch_size, 1, precision, args.quantize, checkpointing, None)
-        print(f"  {plan_run(model_config, task, lora, options, row_tokens).describe()}")
+        label = "auto (what lorakit train picks): " if checkpointing == "auto" else ""
+        print(f"  {label}{plan_run(model_config, task, lora, options, row_tokens).describe()}")
     if budget is not None:
         options = PlanOptions(args.batch_size, 1, precision, args.quantize, "auto", budget)
         chosen = plan_run(model_config, task, lora, options, row_tokens)

@@ -14,6 +14,9 @@ kept block inputs to pinned host memory (CUDA only: on CPU they are host memory 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from torch import nn
 
 from lorakit.errors import LorakitError
@@ -56,3 +59,18 @@ def check_offload(device_type: str) -> None:
 def activation_checkpointing_enabled(model: nn.Module) -> bool:
     """True when any block of `model` is set to checkpoint its activations."""
     return any(getattr(module, "gradient_checkpointing", False) is True for module in model.modules())
+
+
+@contextlib.contextmanager
+def checkpointing_paused(model: nn.Module) -> Iterator[None]:
+    """Forwards inside run every block of `model` unchecked (keeping all its activations);
+    checkpointing resumes on exit. Blocks read their flag when called, so a backward later
+    recomputes exactly the blocks that were checkpointed in their forward."""
+    blocks = [module for module in model.modules() if getattr(module, "gradient_checkpointing", False) is True]
+    for block in blocks:
+        block.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.gradient_checkpointing = True

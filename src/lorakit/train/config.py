@@ -165,6 +165,14 @@ class TrainConfig:
         choices=AUTO_ON_OFF,
         flag_const="on",
     )
+    piece_tokens: int | None = option(
+        None,
+        "run each micro-batch in pieces of at most N padded tokens without checkpointing (rows sorted by "
+        "length; same gradients), checkpointing only rows longer than N; auto = on CPU under --max-memory, "
+        "when it leads to checkpointing, the largest pieces that fit the budget; 0 = whole micro-batches",
+        "memory",
+        shown_default="auto",
+    )
     offload_activations: bool = option(False, "CUDA: keep checkpointed activations in host memory", "memory")
     max_memory: str | None = option(
         None,
@@ -248,6 +256,9 @@ class TrainConfig:
         for name in ("max_steps", "eval_steps", "early_stopping_patience"):
             if getattr(self, name) is not None:
                 _positive_int(getattr(self, name), name)
+        pieces = self.piece_tokens
+        if pieces is not None and (isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 0):
+            raise LorakitError(f"piece_tokens must be a whole number >= 0 (0: whole micro-batches), got {pieces!r}")
         if isinstance(self.generation_samples, bool) or not isinstance(self.generation_samples, int):
             raise LorakitError(f"generation_samples must be a whole number >= 0, got {self.generation_samples!r}")
         if self.generation_samples < 0:

@@ -2,7 +2,8 @@
 
 The planner (train/memory.py) estimates; this module asks it about one `TrainConfig` and its
 data, and writes its choice back into the config (`batch_size`, `gradient_accumulation_steps`,
-`gradient_checkpointing` as "on"/"off"), so config.yaml records what ran and `--resume` repeats it.
+`gradient_checkpointing` as "on"/"off", `piece_tokens`), so config.yaml records what ran and
+`--resume` repeats it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from lorakit.models.loading import context_length
 from lorakit.task_kind import TaskKind
 from lorakit.train.config import TrainConfig
 from lorakit.train.memory import MemoryEstimate, PlanOptions, plan_run
+from lorakit.train.pieces import PAD_MULTIPLE, padded
 from lorakit.train.tasks import TaskData
-
-PAD_MULTIPLE = 8  # the collators pad every batch to a multiple of 8 tokens
 
 
 def check_run(config: TrainConfig, device_type: str) -> None:
@@ -57,7 +57,7 @@ def plan_memory(
     accelerator: Accelerator,
     resume: bool,
 ) -> MemoryEstimate:
-    """Estimate the run's peak memory, choose micro-batch and checkpointing (see
+    """Estimate the run's peak memory, choose micro-batch, checkpointing and pieces (see
     `memory.choose_setting`), print the estimate, and write the choice into `config`.
 
     On resume the saved setting is kept as it is (a new choice would change the batches). Under
@@ -77,6 +77,7 @@ def plan_memory(
         checkpointing=config.gradient_checkpointing,
         budget=None if resume else config.max_memory_bytes(),
         fast_dropout=config.fast_dropout,
+        piece_tokens=config.piece_tokens,
     )
     if resume and options.checkpointing == "auto":
         options = PlanOptions(**{**options.__dict__, "checkpointing": "off"})
@@ -90,20 +91,21 @@ def plan_memory(
     setting = estimate.setting
     config.batch_size, config.gradient_accumulation_steps = setting.micro_batch, setting.accumulation
     config.gradient_checkpointing = "on" if setting.checkpointing else "off"
+    config.piece_tokens = setting.piece_tokens
     if accelerator.is_main_process:
         print(f"memory: {estimate.describe()}", file=sys.stderr, flush=True)
     return estimate
 
 
-def padded(length: int) -> int:
-    """`length` rounded up to the collators' multiple of 8."""
-    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+def row_sizes(row: dict[str, Any], task: TaskKind) -> tuple[int, ...]:
+    """A training row's padded tokens per padded field: (input,), or (source, target) for seq2seq."""
+    if task is TaskKind.SEQ2SEQ:
+        return padded(len(row["input_ids"])), padded(len(row["labels"]))
+    return (padded(len(row["input_ids"])),)
 
 
 def longest_row(config: TrainConfig, data: TaskData) -> int:
-    """Tokens of the longest training row as the collator pads it (a seq2seq row: source and target)."""
-    rows = data.splits["train"]
-    longest = padded(max((len(row["input_ids"]) for row in rows), default=1))
-    if config.task is TaskKind.SEQ2SEQ:
-        longest += padded(max((len(row["labels"]) for row in rows), default=1))
-    return longest
+    """Tokens of the longest training row as the collator pads it (a seq2seq row: the longest
+    source and the longest target, which a micro-batch may pair)."""
+    sizes = [row_sizes(row, config.task) for row in data.splits["train"]] or [(PAD_MULTIPLE,)]
+    return sum(max(column) for column in zip(*sizes, strict=True))

@@ -30,7 +30,7 @@ from lorakit.errors import LorakitError
 from lorakit.heap import return_large_blocks
 from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
 from lorakit.models import load_tokenizer
-from lorakit.models.activation_checkpointing import enable_activation_checkpointing
+from lorakit.models.activation_checkpointing import checkpointing_paused, enable_activation_checkpointing
 from lorakit.models.first_token import first_token_only
 from lorakit.models.loading import load_config
 from lorakit.quant import OUTPUT_HEADS, load_nf4, quantize_model
@@ -38,9 +38,10 @@ from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
 from lorakit.train.fast_paths import use_fast_paths
-from lorakit.train.fit import check_context, check_run, plan_memory
+from lorakit.train.fit import check_context, check_run, plan_memory, row_sizes
 from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
+from lorakit.train.pieces import cut
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision, storage_dtype
 from lorakit.train.progress import Progress, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
@@ -249,17 +250,28 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> bool:
 
 
 def forward_backward(run: Run, state: TrainState, batch: list[int], sync: bool) -> torch.Tensor:
-    """Loss and gradients of one micro-batch (rows `batch` of train); returns the detached loss,
-    already divided by the accumulation count."""
+    """Loss and gradients of one micro-batch (rows `batch` of train), in the pieces its setting
+    cuts it into (train/pieces.py); returns the detached loss, already divided by the
+    accumulation count."""
     rows = [run.data.splits["train"][i] for i in batch]
-    inputs = {k: v.to(run.accelerator.device) for k, v in run.collate(rows).items()}
-    # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
-    with contextlib.nullcontext() if sync else run.accelerator.no_sync(run.model):
-        with run.autocast():
-            loss = run.model(inputs) / run.config.gradient_accumulation_steps
-        run.accelerator.backward(loss)
+    pieces = cut([row_sizes(row, run.config.task) for row in rows], run.memory.setting.piece_tokens)
+    device = run.accelerator.device
+    inputs = [{k: v.to(device) for k, v in run.collate([rows[i] for i in p.rows]).items()} for p in pieces]
+    terms = [run.task.loss_terms(piece_inputs) for piece_inputs in inputs]
+    loss = torch.zeros((), device=device)
+    for index, (piece, piece_inputs) in enumerate(zip(pieces, inputs, strict=True)):
+        # A piece's mean loss weighs by its share of the terms: the sum is the micro-batch's mean.
+        share = terms[index] / sum(terms) if sum(terms) else 1 / len(pieces)
+        # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
+        last = index == len(pieces) - 1
+        with contextlib.nullcontext() if sync and last else run.accelerator.no_sync(run.model):
+            paused = checkpointing_paused(run.core) if piece.unchecked else contextlib.nullcontext()
+            with paused, run.autocast():
+                part = run.model(piece_inputs) * share / run.config.gradient_accumulation_steps
+            run.accelerator.backward(part)
+        loss += part.detach()
     state.tokens += sum(len(row["input_ids"]) for row in rows)  # real tokens: padding excluded
-    return loss.detach()
+    return loss
 
 
 def optimizer_step(run: Run, losses: list[torch.Tensor]) -> float:
@@ -367,6 +379,7 @@ def final_metrics(run: Run, state: TrainState, test: dict[str, Any], samples_aft
         "peak_memory_bytes": peak_memory_bytes(accelerator.device),
         "estimated_peak_memory_bytes": run.memory.peak,
         "gradient_checkpointing": run.memory.setting.checkpointing,
+        "piece_tokens": run.memory.setting.piece_tokens,
         "micro_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "steps": state.step,

@@ -10,6 +10,8 @@ micro-batch and activation checkpointing that fit a budget.
     activations  what backward keeps, for the largest micro-batch (T tokens, L blocks):
                    without checkpointing  T·(L·a_block + a_other)
                    with checkpointing     T·(L·h·s + a_other)      h hidden size, s its dtype's bytes
+                 or for an unchecked piece of P tokens (train/pieces.py), if that is more:
+                                          m·P·(L·a_block + a_other)   m = UNCHECKED_MARGIN
     working      transient: one block's activations (its backward, or its recompute), a chunk of
                  logits, a dequantized NF4 weight
     loading      the load's own peak: the model in its load dtype plus its largest tensor
@@ -19,6 +21,12 @@ copy of the architecture (same widths, same adapter, dtype, quantization and dro
 forward on a probe batch while torch's saved-tensor hooks add up what backward would keep; the
 difference is one block. Everything else is counted from the model built on the meta device
 (no weights read). The result is checked against measured peaks in BENCHMARKS.md.
+
+A checkpointed plan is sized for its largest micro-batch, so a `--max-memory` budget often has
+room to spare on shorter ones. Where such a budget leads the planner to checkpointing (on CPU),
+it also sets P to the most tokens whose unchecked activations fit that room (with
+`UNCHECKED_MARGIN`): micro-batches then run as unchecked pieces of ≤ P tokens, and only rows
+longer than P are checkpointed, so the recompute is paid only where the budget needs it.
 """
 
 from __future__ import annotations
@@ -43,26 +51,41 @@ from lorakit.quant import OUTPUT_HEADS
 from lorakit.quant.nf4 import BLOCK_SIZE
 from lorakit.report.humanize import format_bytes
 from lorakit.train.fast_paths import use_fast_paths
+from lorakit.train.pieces import PAD_MULTIPLE
 from lorakit.train.precision import autocast, cast_frozen_parameters, storage_dtype
 
 NF4_BYTES_PER_VALUE = 0.5 + 1 / BLOCK_SIZE + 4 / (BLOCK_SIZE * 256)  # codes, int8 scales, group factors
 ADAMW_BYTES_PER_PARAMETER = 16  # fp32 value, gradient and two moments
 PROBE_TOKENS = 64  # the probe row when no row length is given
 PROBE_MAX_TOKENS = 1024  # past this SDPA runs (linear in the row) unless attention dropout is on
+# Unchecked pieces (train/pieces.py) are worth it from about this size: on the benchmark CPU, pieces
+# of ~190 tokens ran as fast as the whole micro-batch checkpointed, pieces of ~280 1.3–1.5× faster.
+MIN_PIECE_TOKENS = 256
+# Unchecked pieces make many sub-MiB tensors, which the C heap keeps once freed (lorakit/heap.py):
+# over an epoch of SmolLM2-135M pieces, the resident set between steps crept up by about as much
+# again as a piece's saved activations. A piece is counted at twice its activations and working.
+UNCHECKED_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
 class Setting:
-    """How a step is cut: rows per micro-batch, micro-batches per step, checkpointing on or off."""
+    """How a step is cut: rows per micro-batch, micro-batches per step, checkpointing on or off,
+    and (`piece_tokens` > 0) micro-batches run in unchecked pieces of at most that many padded
+    tokens, rows longer than it checkpointed as set (train/pieces.py)."""
 
     micro_batch: int
     accumulation: int
     checkpointing: bool
+    piece_tokens: int = 0
 
     def describe(self) -> str:
-        """E.g. "micro-batch 4 × 4, checkpointing on"."""
+        """E.g. "micro-batch 4 × 4, checkpointing on", plus the pieces where there are any."""
         mode = "on" if self.checkpointing else "off"
-        return f"micro-batch {self.micro_batch} × {self.accumulation}, checkpointing {mode}"
+        text = f"micro-batch {self.micro_batch} × {self.accumulation}"
+        if not self.piece_tokens:
+            return f"{text}, checkpointing {mode}"
+        mode = "on for longer rows" if self.checkpointing else "off"
+        return f"{text} in unchecked pieces of ≤ {self.piece_tokens:,} tokens, checkpointing {mode}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +107,8 @@ class Footprint:
 @dataclass(frozen=True)
 class PlanOptions:
     """What the planner is asked: the run's batch, precision, quantization, checkpointing
-    ("auto", "on", "off") and budget in bytes (None: decide by the rule in `choose_setting`)."""
+    ("auto", "on", "off"), budget in bytes (None: decide by the rule in `choose_setting`) and
+    unchecked pieces (see `Setting`)."""
 
     micro_batch: int
     accumulation: int
@@ -93,6 +117,7 @@ class PlanOptions:
     checkpointing: str
     budget: int | None
     fast_dropout: bool = True
+    piece_tokens: int | None = None  # None: the planner picks them for a checkpointed setting; 0: none
 
 
 @dataclass(frozen=True)
@@ -125,11 +150,15 @@ class MemoryEstimate:
 
 
 def estimate(footprint: Footprint, setting: Setting, row_tokens: int, baseline: int) -> MemoryEstimate:
-    """The memory of `setting` when each row holds up to `row_tokens` (padded) tokens."""
+    """The memory of `setting` when each row holds up to `row_tokens` (padded) tokens: the
+    largest of what its micro-batches hold at once (a whole one, or an unchecked piece)."""
     tokens = setting.micro_batch * row_tokens
-    per_block = footprint.checkpoint_per_token if setting.checkpointing else footprint.block_per_token
-    activations = tokens * (footprint.layers * per_block + footprint.other_per_token)
-    working = tokens * footprint.block_per_token + footprint.fixed_working
+    pieces = setting.piece_tokens
+    held = [] if pieces and row_tokens <= pieces else [_held(footprint, tokens, setting.checkpointing)]
+    if pieces:
+        size, activations, working = _held(footprint, min(pieces, tokens), checkpointing=False)
+        held.append((size, int(UNCHECKED_MARGIN * activations), int(UNCHECKED_MARGIN * working)))
+    tokens, activations, working = max(held, key=lambda part: part[1] + part[2])
     return MemoryEstimate(
         setting=setting,
         tokens=tokens,
@@ -142,14 +171,30 @@ def estimate(footprint: Footprint, setting: Setting, row_tokens: int, baseline: 
     )
 
 
-def candidate_settings(effective_batch: int, checkpointing: str, supported: bool) -> list[Setting]:
+def _held(footprint: Footprint, tokens: int, checkpointing: bool) -> tuple[int, int, int]:
+    """(tokens, activations, working) of one forward and backward over `tokens` tokens."""
+    per_block = footprint.checkpoint_per_token if checkpointing else footprint.block_per_token
+    activations = tokens * (footprint.layers * per_block + footprint.other_per_token)
+    return tokens, activations, tokens * footprint.block_per_token + footprint.fixed_working
+
+
+def unchecked_piece_tokens(footprint: Footprint, allowance: int) -> int:
+    """The most padded tokens (a multiple of 8) whose unchecked activations and working memory,
+    times `UNCHECKED_MARGIN`, fit in `allowance` bytes."""
+    per_token = footprint.layers * footprint.block_per_token + footprint.other_per_token + footprint.block_per_token
+    room = allowance / UNCHECKED_MARGIN - footprint.fixed_working
+    return max(int(room) // max(per_token, 1), 0) // PAD_MULTIPLE * PAD_MULTIPLE
+
+
+def candidate_settings(effective_batch: int, checkpointing: str, supported: bool, pieces: int = 0) -> list[Setting]:
     """Settings with the same effective batch, best first: the largest micro-batch, and at each
-    size without checkpointing before with it ("on"/"off" fix it; unsupported models: off)."""
+    size without checkpointing before with it ("on"/"off" fix it; unsupported models: off), all
+    with unchecked pieces of `pieces` tokens (0: none)."""
     sizes = [m for m in range(effective_batch, 0, -1) if effective_batch % m == 0]
     modes = {"on": (True,), "off": (False,)}.get(checkpointing, (False, True))
     if not supported:
         modes = tuple(mode for mode in modes if not mode)
-    return [Setting(m, effective_batch // m, mode) for m in sizes for mode in modes]
+    return [Setting(m, effective_batch // m, mode, pieces) for m in sizes for mode in modes]
 
 
 def choose_setting(
@@ -162,6 +207,7 @@ def choose_setting(
     budget: int | None,
     generative: bool,
     available: int | None = None,
+    pieces: int | None = 0,
 ) -> MemoryEstimate:
     """The setting to train with.
 
@@ -169,12 +215,15 @@ def choose_setting(
     generative tasks when the activations it would drop outweigh everything else (so it at least
     halves the peak), and when the memory still `available` (bytes; None: unlimited) calls for
     it, then as under a budget of that size. With `budget` (bytes), the first of
-    `candidate_settings` whose estimate fits.
+    `candidate_settings` whose estimate fits. `pieces` tokens (0: none) cut every micro-batch
+    into unchecked pieces; None lets a checkpointed choice under a budget run unchecked pieces
+    in the room the budget leaves, from `MIN_PIECE_TOKENS` up.
 
     Raises:
         LorakitError: nothing fits the budget; the message names the smallest setting's need.
     """
     effective = requested.micro_batch * requested.accumulation
+    requested = replace(requested, piece_tokens=pieces or 0)
     if budget is None:
         plain = estimate(footprint, replace(requested, checkpointing=False), row_tokens, baseline)
         if checkpointing == "off" or not supported:
@@ -185,12 +234,12 @@ def choose_setting(
         if available is None or plain.peak <= available:
             return plain
         budget = available
-    options = [
-        estimate(footprint, s, row_tokens, baseline) for s in candidate_settings(effective, checkpointing, supported)
-    ]
+    candidates = candidate_settings(effective, checkpointing, supported, pieces or 0)
+    options = [estimate(footprint, s, row_tokens, baseline) for s in candidates]
     for option in options:
         if option.peak <= budget:
-            return option
+            room = budget - option.baseline - option.weights - option.trainable
+            return _with_pieces(footprint, option, row_tokens, room, pieces)
     smallest = min(options, key=lambda option: (option.peak, option.activations))
     loading = f", loading the model alone {format_bytes(smallest.baseline + smallest.loading)}"
     raise LorakitError(
@@ -200,6 +249,19 @@ def choose_setting(
         f"{', lower --max-length' if smallest.activations else ''}"
         f"{'' if footprint.quantized else ', or add --quantize nf4'}"
     )
+
+
+def _with_pieces(
+    footprint: Footprint, option: MemoryEstimate, row_tokens: int, allowance: int, pieces: int | None
+) -> MemoryEstimate:
+    """`option`, with unchecked pieces as large as `allowance` bytes of activations and working
+    memory hold when the planner picks them (`pieces` None) for a checkpointed setting."""
+    if pieces is not None or not option.setting.checkpointing:
+        return option
+    size = unchecked_piece_tokens(footprint, allowance)
+    if size < MIN_PIECE_TOKENS:
+        return option
+    return estimate(footprint, replace(option.setting, piece_tokens=size), row_tokens, option.baseline)
 
 
 def available_memory(device_type: str = "cpu") -> int:
@@ -407,6 +469,11 @@ def plan_run(
             "run with --gradient-checkpointing off (and a smaller --batch-size if memory is short)"
         )
     requested = Setting(options.micro_batch, options.accumulation, options.checkpointing == "on")
+    pieces = options.piece_tokens
+    if pieces is None and (options.budget is None or options.checkpointing != "auto" or device_type != "cpu"):
+        # Pieces spend a budget's spare room; forced checkpointing means every micro-batch; on
+        # CUDA small pieces were never measured.
+        pieces = 0
     return choose_setting(
         footprint,
         requested,
@@ -417,4 +484,5 @@ def plan_run(
         options.budget,
         generative=peft_type != "SEQ_CLS",
         available=available_memory(device_type) + baseline,  # the baseline is resident already
+        pieces=pieces,
     )

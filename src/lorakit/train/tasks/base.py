@@ -6,7 +6,8 @@ flows through arguments and return values only:
 
     data    = task.load_data(tokenizer)                    tokenized splits + the raw examples + facts
     model   = task.build_model(data, dtype)                the base with the task's head
-    loss    = task.training_loss(model, batch)             one micro-batch
+    loss    = task.training_loss(model, batch)             one micro-batch (a mean over
+    terms   = task.loss_terms(batch)                       this many terms)
     part    = task.evaluate_shard(model, rows, collate, autocast)     this rank's partial sums (picklable)
     result  = task.combine(parts, split_rows, data)        metrics of the whole split
     task.is_better(result, best)                           keeps the best weights
@@ -106,6 +107,11 @@ class Task(ABC):
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss one micro-batch trains on (the model's own by default)."""
         return model(**batch).loss
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many terms `training_loss` averages over `batch` (rows by default): the weight of a
+        piece of a micro-batch (train/pieces.py)."""
+        return int(batch["input_ids"].shape[0])
 
     @abstractmethod
     def evaluate_shard(self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast) -> Any:

@@ -96,6 +96,12 @@ class GenerativeTask(Task):
         logits, labels = labelled_logits(model, batch, not self.encoder_decoder)
         return nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100)
 
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """Response tokens the loss averages over: labels other than -100 (a causal LM's from the
+        second position on: position t predicts label t + 1)."""
+        labels = batch["labels"] if self.encoder_decoder else batch["labels"][:, 1:]
+        return int((labels != -100).sum())
+
     def evaluate_shard(self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast) -> tuple[float, int]:
         """Summed response-token cross-entropy and the number of response tokens in `rows`."""
         return response_loss(model, rows, collate, self.config.batch_size, not self.encoder_decoder, autocast)
