@@ -186,12 +186,15 @@ def write_artifact_info(folder: Path, info: ArtifactInfo) -> None:
     (folder / ARTIFACT_INFO_FILE).write_text(info.to_json())
 
 
-def save_artifact(folder: Path, model: nn.Module, info: ArtifactInfo, tokenizer: Any = None) -> None:
-    """Replace `folder` atomically with `model`'s active adapter (PEFT format; `info.method` "lora")
-    or the whole model and `tokenizer` (transformers format), plus lorakit.json."""
+def save_artifact(
+    folder: Path, model: nn.Module, info: ArtifactInfo, tokenizer: Any = None, adapter: dict | None = None
+) -> None:
+    """Replace `folder` atomically with `model`'s active adapter (PEFT format; `info.method` "lora";
+    `adapter`: its tensors, gathered already from a sharded model) or the whole model and
+    `tokenizer` (transformers format), plus lorakit.json."""
     with staged_folder(folder) as staging:
         if info.method == "lora":
-            save_adapter(model, staging)
+            save_adapter(model, staging, tensors=adapter)
         else:
             model.save_pretrained(staging)
             if tokenizer is not None:

@@ -21,6 +21,7 @@ from lorakit.train.memory import (
     choose_setting,
     estimate,
     model_footprint,
+    sharded,
     unchecked_piece_tokens,
 )
 
@@ -220,3 +221,11 @@ def test_given_pieces_apply_to_every_setting_and_shape_the_estimate() -> None:
     longer = estimate(footprint(), Setting(16, 1, True, 256), row_tokens=512, baseline=0)
     checked = estimate(footprint(), Setting(16, 1, True), row_tokens=512, baseline=0)
     assert longer.activations + longer.working == checked.activations + checked.working
+
+
+def test_a_sharded_rank_holds_its_share_of_the_weights() -> None:
+    """FSDP over 4 ranks: a quarter of the weights and trainable state, plus two gathered blocks;
+    loading still reads the whole checkpoint."""
+    share = sharded(footprint(), 4)
+    assert share.weights == 100 * MiB // 4 + 2 * (100 * MiB // 10)
+    assert share.trainable == 10 * MiB // 4 and share.loading == footprint().loading

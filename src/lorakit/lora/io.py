@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from lorakit.errors import LorakitError
 from lorakit.lora.config import LoraConfig
@@ -64,18 +65,30 @@ def adapter_state_dict(model: nn.Module, adapter_name: str | None = None) -> dic
                 tensors[f"{path}.{key}"] = tensor
     if config.bias == "all":
         tensors.update(base_bias_parameters(model))
-    return {PEFT_PREFIX + key: tensor.detach().to("cpu", copy=True).contiguous() for key, tensor in tensors.items()}
+    return {PEFT_PREFIX + key: _cpu_copy(tensor) for key, tensor in tensors.items()}
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike, adapter_name: str | None = None) -> Path:
-    """Write one adapter (default: the active one) to folder `path` in the PEFT layout.
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of `tensor`; a sharded (FSDP) one gathered whole first, on every rank (a collective)."""
+    whole = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+    return whole.detach().to("cpu", copy=True).contiguous()
+
+
+def save_adapter(
+    model: nn.Module,
+    path: str | os.PathLike,
+    adapter_name: str | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write one adapter (default: the active one) to folder `path` in the PEFT layout; `tensors`
+    are its `adapter_state_dict` when gathered already (a sharded model).
 
     Both files are written under temporary names first and only then renamed into place, so a
     failed save leaves the previous adapter in the folder as it was.
     """
     state = adapter_state(model)
     name = adapter_name or state.active
-    tensors = adapter_state_dict(model, name)
+    tensors = adapter_state_dict(model, name) if tensors is None else tensors
     config = state.configs[name]
     base_name = config.base_model_name_or_path or getattr(getattr(model, "config", None), "_name_or_path", None)
     config = dataclasses.replace(config, inference_mode=True, base_model_name_or_path=base_name or None)

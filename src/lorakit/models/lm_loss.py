@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
@@ -48,8 +49,12 @@ def chunk_rows(vocab_size: int) -> int:
 
 def supports_chunked_loss(model: nn.Module) -> bool:
     """Whether `model` computes its logits as `lm_head(base_model(...).last_hidden_state)` and nothing
-    more: a transformers causal LM with a separate body and head and no logit post-processing."""
+    more: a transformers causal LM with a separate body and head and no logit post-processing. Not
+    when it is sharded with FSDP: the chunks call body and head apart, outside the model's own
+    forward, where its shards are not gathered."""
     core = getattr(model, "module", model)
+    if isinstance(core, FSDPModule):
+        return False
     base = getattr(core, "base_model", None)
     head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
     if base is None or base is core or not isinstance(head, nn.Module):

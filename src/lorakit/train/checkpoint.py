@@ -21,6 +21,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lorakit.errors import LorakitError
+from lorakit.train.sharding import (
+    gather_trainable,
+    is_sharded,
+    load_optimizer_state,
+    load_trainable,
+    optimizer_state,
+)
 
 KEEP = 2
 
@@ -57,22 +64,27 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     progress: dict[str, Any],
-) -> Path:
+    main: bool = True,
+) -> Path | None:
     """Write checkpoint `step-<step>` under `folder`, point `latest` at it, drop old ones.
 
-    `progress` is JSON-able bookkeeping (epoch, batch in epoch, history, best metric, ...).
+    `progress` is JSON-able bookkeeping (epoch, batch in epoch, history, best metric, ...). A
+    sharded model's state is gathered first, so every rank calls this; only `main` writes.
     """
+    trainable = gather_trainable(model, main)
+    optimizer_saved = optimizer_state(model, optimizer)
+    if not main:
+        return None
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step}"
     tmp = folder / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    trainable = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, tmp / "trainable.safetensors")
     # Optimizer/scheduler/RNG states are plain tensors and Python values (no classes): loaded back
     # with weights_only=True, so a tampered checkpoint cannot run code.
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+        {"optimizer": optimizer_saved, "scheduler": scheduler.state_dict(), "rng": rng_state()},
         tmp / "state.pt",
     )
     (tmp / "progress.json").write_text(json.dumps(progress))
@@ -102,11 +114,14 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     missing = sorted(set(trainable) - set(parameters))
     if missing:
         raise LorakitError(f"checkpoint {path} does not match this model (no parameter {missing[0]!r})")
-    with torch.no_grad():
-        for name, tensor in trainable.items():
-            parameters[name].copy_(tensor)
     state = torch.load(path / "state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if is_sharded(model):  # every rank reads the files; the shards come from rank 0's copy
+        load_trainable(model, trainable, main=True)
+    else:
+        with torch.no_grad():
+            for name, tensor in trainable.items():
+                parameters[name].copy_(tensor)
+    load_optimizer_state(model, optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return json.loads((path / "progress.json").read_text())

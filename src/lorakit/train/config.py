@@ -174,6 +174,12 @@ class TrainConfig:
         shown_default="auto",
     )
     offload_activations: bool = option(False, "CUDA: keep checkpointed activations in host memory", "memory")
+    fsdp: bool = option(
+        False,
+        "shard the model over the launched processes with FSDP2, block by block (under torchrun or "
+        "accelerate launch): each holds 1/N of the frozen base",
+        "memory",
+    )
     max_memory: str | None = option(
         None,
         "memory budget, e.g. 4GiB: picks micro-batch × gradient accumulation (same effective batch) and "
@@ -220,6 +226,11 @@ class TrainConfig:
                 )
             self.gradient_checkpointing = "on"
         self.max_memory_bytes()  # a size, or an error naming the forms it takes
+        if self.fsdp and (self.method != "lora" or self.quantize is not None):
+            raise LorakitError(
+                "fsdp shards LoRA training of a full-precision base; it cannot be combined with "
+                f"{'method full' if self.method != 'lora' else '--quantize'} yet"
+            )
         self._check_numbers()
         if isinstance(self.target_modules, str):
             self.target_modules = parse_target_spec(self.target_modules)

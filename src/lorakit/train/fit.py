@@ -26,11 +26,16 @@ from lorakit.train.pieces import PAD_MULTIPLE, padded
 from lorakit.train.tasks import TaskData
 
 
-def check_run(config: TrainConfig, device_type: str) -> None:
+def check_run(config: TrainConfig, device_type: str, processes: int = 1) -> None:
     """Refuse, before anything is loaded or written, activation offloading where there is no GPU
-    to offload from."""
+    to offload from, and sharding in a single process."""
     if config.offload_activations:
         check_offload(device_type)
+    if config.fsdp and processes < 2:
+        raise LorakitError(
+            "--fsdp shards the model over several processes, and this run has one: launch it with "
+            "torchrun --nproc_per_node N -m lorakit.cli.main train ... (or accelerate launch)"
+        )
 
 
 def check_context(config: TrainConfig, model_config: Any, data: TaskData) -> None:
@@ -78,6 +83,7 @@ def plan_memory(
         budget=None if resume else config.max_memory_bytes(),
         fast_dropout=config.fast_dropout,
         piece_tokens=config.piece_tokens,
+        shards=accelerator.num_processes if config.fsdp else 1,
     )
     if resume and options.checkpointing == "auto":
         options = PlanOptions(**{**options.__dict__, "checkpointing": "off"})

@@ -45,6 +45,7 @@ from lorakit.train.pieces import cut
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision, storage_dtype
 from lorakit.train.progress import Progress, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
+from lorakit.train.sharding import gradient_sync, shard_model
 from lorakit.train.state import TrainState
 from lorakit.train.tasks import LossModule, Outcome, Task, TaskData, task_for
 
@@ -93,8 +94,9 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     state = start_state(run, resume)
     main = run.accelerator.is_main_process
     progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not main, estimate=run.memory.peak)
-    if state.step == 0 and state.samples_before is None and main:
-        # Generation tasks record a few held-out generations now, to show beside the trained ones.
+    if state.step == 0 and state.samples_before is None and (main or run.config.fsdp):
+        # Generation tasks record a few held-out generations now, to show beside the trained ones
+        # (a sharded model generates on every rank: each forward gathers the shards).
         state.samples_before = samples(run, progress)
     if run.task.evaluate_before_training and not state.history["eval"]:
         # The untrained model's validation loss: the point the curve should fall from.
@@ -118,7 +120,7 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     set_seed(config.seed)
     precision = resolve_precision(config.precision, accelerator.device)
     task = task_for(config)
-    check_run(config, accelerator.device.type)
+    check_run(config, accelerator.device.type, accelerator.num_processes)
     model_config = load_config(config.model)
     tokenizer = load_tokenizer(config.model)
     if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
@@ -135,12 +137,17 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     use_fast_paths(core, config.fast_dropout)
     if memory.setting.checkpointing:
         enable_activation_checkpointing(core, config.offload_activations, accelerator.device.type)
+    if config.fsdp:
+        shard_model(core)  # before the optimizer: it holds the shards
     trainable, total = trainable_parameters(core)
     optimizer = build_optimizer(core, config.lr, config.weight_decay)
     scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
-    # The loss runs inside the prepared module, so DDP sees every forward (a chunked LM loss calls
-    # the model's body and head apart).
-    model, optimizer = accelerator.prepare(LossModule(core, task.training_loss), optimizer)
+    if config.fsdp:  # FSDP2 reduces the gradients itself: no DDP wrapper
+        model = LossModule(core, task.training_loss)
+    else:
+        # The loss runs inside the prepared module, so DDP sees every forward (a chunked LM loss
+        # calls the model's body and head apart).
+        model, optimizer = accelerator.prepare(LossModule(core, task.training_loss), optimizer)
     return Run(
         config=config,
         accelerator=accelerator,
@@ -262,9 +269,8 @@ def forward_backward(run: Run, state: TrainState, batch: list[int], sync: bool) 
     for index, (piece, piece_inputs) in enumerate(zip(pieces, inputs, strict=True)):
         # A piece's mean loss weighs by its share of the terms: the sum is the micro-batch's mean.
         share = terms[index] / sum(terms) if sum(terms) else 1 / len(pieces)
-        # Between optimizer steps DDP need not all-reduce: gradients just accumulate locally.
-        last = index == len(pieces) - 1
-        with contextlib.nullcontext() if sync and last else run.accelerator.no_sync(run.model):
+        # Between optimizer steps DDP/FSDP need not reduce: gradients just accumulate locally.
+        with _gradient_sync(run, sync and index == len(pieces) - 1):
             paused = checkpointing_paused(run.core) if piece.unchecked else contextlib.nullcontext()
             with paused, run.autocast():
                 part = run.model(piece_inputs) * share / run.config.gradient_accumulation_steps
@@ -272,6 +278,13 @@ def forward_backward(run: Run, state: TrainState, batch: list[int], sync: bool) 
         loss += part.detach()
     state.tokens += sum(len(row["input_ids"]) for row in rows)  # real tokens: padding excluded
     return loss
+
+
+def _gradient_sync(run: Run, enabled: bool) -> contextlib.AbstractContextManager:
+    """Gradients reduced over ranks after this backward (`enabled`), or accumulated locally."""
+    if run.config.fsdp:
+        return gradient_sync(run.core, enabled)
+    return contextlib.nullcontext() if enabled else run.accelerator.no_sync(run.model)
 
 
 def optimizer_step(run: Run, losses: list[torch.Tensor]) -> float:
@@ -295,9 +308,10 @@ def after_step(run: Run, state: TrainState, progress: Progress, epoch_position: 
         done = record_eval(run, state, evaluate(run, "validation", progress), epoch_position, progress)
     done = done or state.step >= run.total_steps
     if state.step % config.checkpoint_steps == 0 or done:
-        if run.accelerator.is_main_process:
+        main = run.accelerator.is_main_process
+        if main or config.fsdp:  # a sharded model's state is gathered by every rank
             checkpoints = run.run_dir / "checkpoints"
-            save_checkpoint(checkpoints, state.step, run.core, run.optimizer, run.scheduler, state.state_dict())
+            save_checkpoint(checkpoints, state.step, run.core, run.optimizer, run.scheduler, state.state_dict(), main)
         run.accelerator.wait_for_everyone()
     return done
 
@@ -311,14 +325,16 @@ def eval_due(config: TrainConfig, step: int, epoch_done: bool, total_steps: int)
 
 def evaluate(run: Run, split: str, progress: Progress) -> dict[str, Any]:
     """The task's metrics over a whole split, sharded over ranks (by length, so each rank's batches
-    pad little) and gathered back in order."""
+    pad little) and gathered back in order. A sharded model (FSDP) needs every rank in each
+    forward, so there every rank scores the whole split alike."""
     rows = run.data.splits[split]
     accelerator = run.accelerator
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    mine = order[accelerator.process_index :: accelerator.num_processes]
+    split_work = accelerator.num_processes > 1 and not run.config.fsdp
+    mine = order[accelerator.process_index :: accelerator.num_processes] if split_work else order
     with progress.phase(f"{split}: scoring {len(rows):,} examples"):
         part = run.task.evaluate_shard(run.core, [rows[i] for i in mine], run.collate, run.autocast())
-    parts = gather_object([(mine, part)]) if accelerator.num_processes > 1 else [(mine, part)]
+    parts = gather_object([(mine, part)]) if split_work else [(mine, part)]
     return run.task.combine(parts, rows, run.data)
 
 
@@ -331,8 +347,9 @@ def record_eval(run: Run, state: TrainState, result: dict[str, Any], epoch: floa
     progress.note(f"step {state.step}: validation {values}")
     if task.is_better(result, state.best):
         state.best, state.bad_evals = entry, 0
-        if run.accelerator.is_main_process:
-            outputs.save_model(run.core, run.run_dir, run.info, run.tokenizer)
+        main = run.accelerator.is_main_process
+        if main or run.config.fsdp:  # a sharded model's weights are gathered by every rank
+            outputs.save_model(run.core, run.run_dir, run.info, run.tokenizer, main)
         run.accelerator.wait_for_everyone()
         return False
     state.bad_evals += 1
@@ -346,9 +363,10 @@ def record_eval(run: Run, state: TrainState, result: dict[str, Any], epoch: floa
 def finish(run: Run, state: TrainState, progress: Progress) -> RunResult:
     """Test the best weights (validation ran at least once: at the last step), then write
     metrics.json, history.json, the plots and the report."""
-    outputs.restore_best(run.core, run.run_dir)
+    main = run.accelerator.is_main_process
+    outputs.restore_best(run.core, run.run_dir, main)
     test = evaluate(run, "test", progress)
-    samples_after = samples(run, progress) if run.accelerator.is_main_process else None
+    samples_after = samples(run, progress) if main or run.config.fsdp else None
     metrics = final_metrics(run, state, test, samples_after)
     if run.accelerator.is_main_process:
         metrics["adapter_bytes"] = outputs.artifact_bytes(run.run_dir, run.config)

@@ -118,6 +118,7 @@ class PlanOptions:
     budget: int | None
     fast_dropout: bool = True
     piece_tokens: int | None = None  # None: the planner picks them for a checkpointed setting; 0: none
+    shards: int = 1  # FSDP ranks the weights and optimizer state are spread over
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,18 @@ def model_footprint(
     )
 
 
+def sharded(footprint: Footprint, shards: int) -> Footprint:
+    """One rank's share under FSDP: 1/N of the stored weights and of the trainable state, plus
+    two blocks' weights gathered whole (the one computing and the next, prefetched). Loading is
+    unchanged: every rank reads the whole checkpoint before it is sharded."""
+    block = footprint.weights // max(footprint.layers, 1)
+    return replace(
+        footprint,
+        weights=footprint.weights // shards + 2 * block,
+        trainable=footprint.trainable // shards,
+    )
+
+
 def _meta_model(model_config: object, peft_type: str, lora: LoraConfig | None) -> nn.Module:
     """The model (with its adapter) on the meta device: shapes without memory."""
     with torch.device("meta"):
@@ -462,6 +475,8 @@ def plan_run(
         footprint = model_footprint(
             model_config, peft_type, lora, options.precision, options.quantize, options.fast_dropout, row_tokens
         )
+    if options.shards > 1:
+        footprint = sharded(footprint, options.shards)
     supported = footprint.checkpointable
     if options.checkpointing == "on" and not supported:
         raise LorakitError(

@@ -26,8 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lorakit.artifacts import ArtifactInfo, run_artifact_folder, save_artifact
+from lorakit.lora.io import adapter_state_dict
 from lorakit.models import PACKAGED_MODELS
 from lorakit.train.config import TrainConfig
+from lorakit.train.sharding import gather_trainable, is_sharded, load_trainable
 
 BEST_WEIGHTS = "checkpoints/best.safetensors"
 
@@ -53,19 +55,28 @@ def artifact_info(config: TrainConfig, task_facts: dict[str, Any]) -> ArtifactIn
     )
 
 
-def save_model(model: nn.Module, run_dir: Path, info: ArtifactInfo, tokenizer: Any) -> None:
+def save_model(model: nn.Module, run_dir: Path, info: ArtifactInfo, tokenizer: Any, main: bool = True) -> None:
     """Replace the run's adapter (or full model) with the current weights, atomically, and keep
-    the trainable weights as the best so far (`restore_best` puts them back)."""
-    save_artifact(run_artifact_folder(run_dir, info.method), model, info, tokenizer)
+    the trainable weights as the best so far (`restore_best` puts them back). A sharded model's
+    tensors are gathered first, so every rank calls this and only `main` writes."""
+    sharded = is_sharded(model)
+    adapter = adapter_state_dict(model) if sharded and info.method == "lora" else None
+    trainable = gather_trainable(model, main)
+    if not main:
+        return
+    save_artifact(run_artifact_folder(run_dir, info.method), model, info, tokenizer, adapter=adapter)
     best = run_dir / BEST_WEIGHTS
     best.parent.mkdir(parents=True, exist_ok=True)
-    trainable = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, best.with_name(".best.tmp"))
     os.replace(best.with_name(".best.tmp"), best)
 
 
-def restore_best(model: nn.Module, run_dir: Path) -> None:
-    """Put the best trainable weights (by the task's validation metric) back into `model`."""
+def restore_best(model: nn.Module, run_dir: Path, main: bool = True) -> None:
+    """Put the best trainable weights (by the task's validation metric) back into `model`; a
+    sharded model takes them from the main rank's file (every rank calls this)."""
+    if is_sharded(model):
+        load_trainable(model, load_file(run_dir / BEST_WEIGHTS) if main else {}, main)
+        return
     parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in load_file(run_dir / BEST_WEIGHTS).items():

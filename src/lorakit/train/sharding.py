@@ -7,6 +7,8 @@
                                     a head) on the main rank, {} elsewhere; only those are gathered,
                                     never the frozen base
     load_trainable(model, state)    the main rank's full tensors scattered back into the shards
+    optimizer_state(model, opt)     AdamW's state whole on the main rank, and back from it
+    load_optimizer_state(...)
     gradient_sync(model, enabled)   FSDP2's `no_sync`: off between optimizer steps, gradients
                                     accumulate unsharded and are reduce-scattered once
 
@@ -21,6 +23,11 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
@@ -47,6 +54,11 @@ def shard_model(model: nn.Module) -> nn.Module:
         fully_shard(block)
     fully_shard(model)
     return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether `shard_model` sharded `model`."""
+    return isinstance(model, FSDPModule)
 
 
 def gather_trainable(model: nn.Module, main: bool) -> dict[str, torch.Tensor]:
@@ -80,11 +92,29 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor], main: bool)
             parameter.to_local().copy_(local.to_local())
 
 
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state as one process would hold it: gathered whole on the main rank (rank
+    0; {} elsewhere) for a sharded model, else its own `state_dict()`."""
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Restore what `optimizer_state` returned (for a sharded model: rank 0's, sent to every rank)."""
+    if not is_sharded(model):
+        optimizer.load_state_dict(state)
+        return
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=options)
+
+
 @contextlib.contextmanager
 def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
     """Within: gradients are reduce-scattered after backward (`enabled`) or kept unsharded on each
     rank to accumulate (not `enabled`). A model that is not sharded is left alone."""
-    if not isinstance(model, FSDPModule) or enabled:
+    if not is_sharded(model) or enabled:
         yield
         return
     model.set_requires_gradient_sync(False)
