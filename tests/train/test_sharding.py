@@ -62,46 +62,88 @@ def test_two_sharded_ranks_train_like_one_process_and_gather_the_whole_adapter(t
     assert facts["round_trip"] == 0.0
 
 
-def test_fsdp_training_writes_the_adapter_one_process_with_accumulation_writes(
-    tiny_causal_dir, capitals_jsonl, tmp_path
-) -> None:
-    """`torchrun --nproc_per_node 2 ... train --fsdp` against one process with
-    --gradient-accumulation-steps 2 and the same per-rank batch and seed (no dropout): the same
-    adapter within 1e-4, complete, written once; metrics, report and samples from the main rank."""
-    from safetensors.torch import load_file
-    from test_train_generative import generative_args
+@pytest.fixture
+def dropout_free_classifier_dir(tiny_classifier_dir, tmp_path) -> Path:
+    """The tiny BERT without dropout: ranks and micro-batches cannot then draw different masks."""
+    import shutil
 
+    folder = tmp_path / "bert-no-dropout"
+    shutil.copytree(tiny_classifier_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _sharded_and_single(args: list[str], tmp_path: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """Run `lorakit ARGS --output-dir X` once in one process with --gradient-accumulation-steps 2
+    and once as 2 torchrun processes with --fsdp; returns (single, sharded, the sharded result)."""
     from lorakit.cli.main import main
 
-    common = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "4", "--generation-samples", "2"]
-    single = tmp_path / "single"
-    assert (
-        main(
-            generative_args(
-                tiny_causal_dir, capitals_jsonl, single, "causal-lm", *common, "--gradient-accumulation-steps", "2"
-            )
-        )
-        == 0
-    )
-    sharded = tmp_path / "fsdp"
+    single, sharded = tmp_path / "single", tmp_path / "fsdp"
+    assert main([*args, "--output-dir", str(single), "--gradient-accumulation-steps", "2"]) == 0
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
-    args = generative_args(tiny_causal_dir, capitals_jsonl, sharded, "causal-lm", *common, "--fsdp")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [*launcher, "-m", "lorakit.cli.main", *args], env=env, capture_output=True, text=True, timeout=600
-    )
+    command = [*launcher, "-m", "lorakit.cli.main", *args, "--output-dir", str(sharded), "--fsdp"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return single, sharded, result
+
+
+def _same_adapter(single: Path, sharded: Path) -> None:
+    from safetensors.torch import load_file
+
     expected = load_file(single / "adapter" / "adapter_model.safetensors")
     written = load_file(sharded / "adapter" / "adapter_model.safetensors")
     assert written.keys() == expected.keys() and expected
     for name, tensor in expected.items():
         assert written[name].shape == tensor.shape
         assert float((written[name] - tensor).abs().max()) <= 1e-4, name
+
+
+def test_fsdp_causal_lm_writes_the_adapter_one_process_with_accumulation_writes(
+    tiny_causal_dir, capitals_jsonl, tmp_path
+) -> None:
+    """`torchrun --nproc_per_node 2 ... train --fsdp` against one process with
+    --gradient-accumulation-steps 2 and the same per-rank batch and seed (no dropout): the same
+    adapter within 1e-4, complete, written once; metrics, report and samples from the main rank."""
+    from test_train_generative import generative_args
+
+    common = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "4", "--generation-samples", "2"]
+    args = generative_args(tiny_causal_dir, capitals_jsonl, tmp_path / "unused", "causal-lm", *common)
+    args = [a for a in args if a not in ("--output-dir", str(tmp_path / "unused"))]
+    single, sharded, result = _sharded_and_single(args, tmp_path)
+    _same_adapter(single, sharded)
     metrics = json.loads((sharded / "metrics.json").read_text())
     assert metrics["steps"] == 4 and (sharded / "report.html").is_file()
     generations = json.loads((sharded / "generations.json").read_text())  # made on every rank alike
     assert generations == json.loads((single / "generations.json").read_text()) and generations
-    assert result.stdout.count("test loss") <= 1  # the summary once, from the main rank
+    assert result.stdout.count("test loss") == 1  # the summary once, from the main rank
+    # PEFT loads the sharded run's adapter and computes what the single-process one computes.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 9, 12, 7, 3]])
+    logits = {}
+    for run in (single, sharded):
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_causal_dir), run / "adapter")
+        with torch.no_grad():
+            logits[run] = model.eval()(input_ids=ids).logits
+    torch.testing.assert_close(logits[sharded], logits[single], rtol=0, atol=1e-4)
+
+
+def test_fsdp_classification_writes_the_adapter_one_process_with_accumulation_writes(
+    dropout_free_classifier_dir, sentiment_csv, tmp_path
+) -> None:
+    from tiny_runs import tiny_flags
+
+    args = ["train", *tiny_flags(dropout_free_classifier_dir, sentiment_csv), "--max-steps", "4", "--lora-dropout", "0"]
+    single, sharded, _ = _sharded_and_single(args, tmp_path)
+    _same_adapter(single, sharded)  # the LoRA tensors and the new head
+    single_metrics = json.loads((single / "metrics.json").read_text())
+    sharded_metrics = json.loads((sharded / "metrics.json").read_text())
+    assert sharded_metrics["accuracy"] == single_metrics["accuracy"]
+    assert sharded_metrics["loss"] == pytest.approx(single_metrics["loss"], abs=1e-5)
 
 
 def test_fsdp_in_one_process_names_the_launch(tiny_causal_dir, capitals_jsonl, tmp_path, capsys) -> None:
@@ -158,3 +200,51 @@ def test_fsdp_refuses_what_it_does_not_shard_yet(extra, words) -> None:
 
     with pytest.raises(LorakitError, match=f"fsdp shards LoRA training of a full-precision base.*{words}"):
         TrainConfig(task="causal-lm", fsdp=True, **extra)
+
+
+def test_processes_launched_with_different_settings_all_stop_in_one_line(
+    tiny_causal_dir, capitals_jsonl, tmp_path
+) -> None:
+    """Two processes of one job (the env torchrun sets, by hand) given different --lr: each ends
+    with the same one-line error naming the setting, before anything is written."""
+    from test_train_generative import generative_args
+
+    port, processes = free_port(), []
+    for rank, lr in enumerate(("1e-2", "5e-3")):
+        args = generative_args(tiny_causal_dir, capitals_jsonl, tmp_path / "run", "causal-lm", "--lr", lr, "--fsdp")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+        command = [sys.executable, "-m", "lorakit.cli.main", *args]
+        processes.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        assert process.wait(timeout=300) == 2
+        stderr = process.stderr.read()
+        assert "Traceback" not in stderr
+        assert "given different settings: lr is 0.01 on rank 0 and 0.005 on rank 1" in stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_nodes_on_one_machine_train_like_one_process(tiny_causal_dir, capitals_jsonl, tmp_path) -> None:
+    """Two `torchrun --nnodes 2 --nproc_per_node 1` launches meeting at one c10d rendezvous stand in
+    for two machines: the sharded run's adapter equals one process with accumulation 2."""
+    from test_train_generative import generative_args
+
+    from lorakit.cli.main import main
+
+    common = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "3", "--generation-samples", "0"]
+    single = tmp_path / "single"
+    args = generative_args(tiny_causal_dir, capitals_jsonl, single, "causal-lm", *common)
+    assert main([*args, "--gradient-accumulation-steps", "2"]) == 0
+    sharded = tmp_path / "nodes"
+    args = generative_args(tiny_causal_dir, capitals_jsonl, sharded, "causal-lm", *common, "--fsdp")
+    endpoint = f"127.0.0.1:{free_port()}"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
+    launcher += ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "lorakit-test"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    nodes = [
+        subprocess.Popen([*launcher, "-m", "lorakit.cli.main", *args], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for node in nodes:
+        assert node.wait(timeout=600) == 0, node.stderr.read()[-3000:]
+    _same_adapter(single, sharded)

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
 from lorakit.errors import LorakitError
 from lorakit.lora import LoraConfig
@@ -36,6 +36,24 @@ def check_run(config: TrainConfig, device_type: str, processes: int = 1) -> None
             "--fsdp shards the model over several processes, and this run has one: launch it with "
             "torchrun --nproc_per_node N -m lorakit.cli.main train ... (or accelerate launch)"
         )
+
+
+def check_same_config(config: TrainConfig, accelerator: Accelerator) -> None:
+    """Refuse a launch whose processes were given different settings (each would train something
+    else, or wait forever in a collective the others never reach): every rank raises the same
+    one-line error naming the first setting that differs."""
+    if accelerator.num_processes < 2:
+        return
+    settings = [config.to_dict()]
+    everyone = gather_object(settings)
+    for rank, other in enumerate(everyone):
+        differing = sorted(key for key in settings[0].keys() | other.keys() if other.get(key) != everyone[0].get(key))
+        if differing:
+            key = differing[0]
+            raise LorakitError(
+                f"the launched processes were given different settings: {key} is {everyone[0].get(key)!r} on "
+                f"rank 0 and {other.get(key)!r} on rank {rank}; launch every process with the same flags"
+            )
 
 
 def check_context(config: TrainConfig, model_config: Any, data: TaskData) -> None:

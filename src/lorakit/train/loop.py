@@ -38,7 +38,7 @@ from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
 from lorakit.train.fast_paths import use_fast_paths
-from lorakit.train.fit import check_context, check_run, plan_memory, row_sizes
+from lorakit.train.fit import check_context, check_run, check_same_config, plan_memory, row_sizes
 from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.pieces import cut
@@ -121,6 +121,7 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     precision = resolve_precision(config.precision, accelerator.device)
     task = task_for(config)
     check_run(config, accelerator.device.type, accelerator.num_processes)
+    check_same_config(config, accelerator)
     model_config = load_config(config.model)
     tokenizer = load_tokenizer(config.model)
     if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
