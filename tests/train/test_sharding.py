@@ -248,3 +248,42 @@ def test_two_nodes_on_one_machine_train_like_one_process(tiny_causal_dir, capita
     for node in nodes:
         assert node.wait(timeout=600) == 0, node.stderr.read()[-3000:]
     _same_adapter(single, sharded)
+
+
+def test_a_killed_rank_ends_the_other_in_one_line_and_the_job_resumes(
+    tiny_causal_dir, capitals_jsonl, tmp_path
+) -> None:
+    """kill -9 of rank 1 mid-run (no launcher to tear the job down, as when a machine dies): rank 0
+    stops within 60 s with one line saying so and how to resume; the same job resumed completes."""
+    import signal
+    import time
+
+    from test_train_generative import generative_args
+
+    out = tmp_path / "run"
+    extra = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "300", "--checkpoint-steps", "20"]
+    args = generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra, "--generation-samples", "0")
+    args += ["--fsdp", "--eval-steps", "100"]
+    port, ranks = free_port(), []
+    for rank in range(2):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+        command = [sys.executable, "-m", "lorakit.cli.main", *args]
+        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    pointer, deadline = out / "checkpoints" / "latest", time.time() + 300
+    while not pointer.exists() and time.time() < deadline:
+        assert ranks[0].poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    ranks[1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    assert ranks[0].wait(timeout=60) == 2 and time.time() - killed < 60
+    stderr = ranks[0].stderr.read()
+    assert "Traceback" not in stderr
+    assert "another process of this job stopped" in stderr.strip().splitlines()[-1]
+    assert f"--resume {out}" in stderr and not (out / "metrics.json").exists()
+    ranks[1].wait()
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
+    resume = [*launcher, "-m", "lorakit.cli.main", "train", "--resume", str(out), "--quiet"]
+    result = subprocess.run(resume, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 300

@@ -100,10 +100,34 @@ def run(args: argparse.Namespace) -> int:
     config, resume = resolve_config(args)
     from lorakit.train.loop import train  # heavy imports only once the flags are valid
 
-    result = train(config, resume=resume)
+    try:
+        result = train(config, resume=resume)
+    except RuntimeError as error:
+        if not peer_lost(error):
+            raise
+        raise LorakitError(
+            f"another process of this job stopped ({_first_line(error)}); the run folder keeps its last "
+            f"checkpoint: launch the same job again with --resume {config.output_dir or 'RUN_DIR'}"
+        ) from None
     if result.main_process:
         print_summary(result.run_dir, result.metrics)
     return 0
+
+
+# What gloo and NCCL report when a process of the job is gone (killed, crashed, its machine down).
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another process of a distributed job died."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and any(sign in str(error) for sign in PEER_LOST)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split("] ", 1)[-1][:160]  # gloo prefixes its source location
 
 
 def print_summary(run_dir, metrics: dict) -> None:
