@@ -94,9 +94,8 @@ def train(config: TrainConfig, resume: bool = False) -> RunResult:
     state = start_state(run, resume)
     main = run.accelerator.is_main_process
     progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not main, estimate=run.memory.peak)
-    if state.step == 0 and state.samples_before is None and (main or run.config.fsdp):
-        # Generation tasks record a few held-out generations now, to show beside the trained ones
-        # (a sharded model generates on every rank: each forward gathers the shards).
+    if state.step == 0 and state.samples_before is None and _takes_part(run):
+        # Generation tasks record a few held-out generations now, to show beside the trained ones.
         state.samples_before = samples(run, progress)
     if run.task.evaluate_before_training and not state.history["eval"]:
         # The untrained model's validation loss: the point the curve should fall from.
@@ -207,6 +206,12 @@ def build_model(config: TrainConfig, task: Task, data: TaskData, precision: str)
     return model
 
 
+def _takes_part(run: Run) -> bool:
+    """Whether this process joins what only the main process writes: the main process always,
+    every process of a sharded model (gathering its shards, or each forward, is collective)."""
+    return run.accelerator.is_main_process or run.config.fsdp
+
+
 def start_state(run: Run, resume: bool) -> TrainState:
     """A fresh state, or the latest checkpoint's (weights, optimizer and schedule restored too)."""
     state = TrainState()
@@ -309,9 +314,9 @@ def after_step(run: Run, state: TrainState, progress: Progress, epoch_position: 
         done = record_eval(run, state, evaluate(run, "validation", progress), epoch_position, progress)
     done = done or state.step >= run.total_steps
     if state.step % config.checkpoint_steps == 0 or done:
-        main = run.accelerator.is_main_process
-        if main or config.fsdp:  # a sharded model's state is gathered by every rank
+        if _takes_part(run):
             checkpoints = run.run_dir / "checkpoints"
+            main = run.accelerator.is_main_process
             save_checkpoint(checkpoints, state.step, run.core, run.optimizer, run.scheduler, state.state_dict(), main)
         run.accelerator.wait_for_everyone()
     return done
@@ -348,9 +353,8 @@ def record_eval(run: Run, state: TrainState, result: dict[str, Any], epoch: floa
     progress.note(f"step {state.step}: validation {values}")
     if task.is_better(result, state.best):
         state.best, state.bad_evals = entry, 0
-        main = run.accelerator.is_main_process
-        if main or run.config.fsdp:  # a sharded model's weights are gathered by every rank
-            outputs.save_model(run.core, run.run_dir, run.info, run.tokenizer, main)
+        if _takes_part(run):
+            outputs.save_model(run.core, run.run_dir, run.info, run.tokenizer, run.accelerator.is_main_process)
         run.accelerator.wait_for_everyone()
         return False
     state.bad_evals += 1
@@ -367,7 +371,7 @@ def finish(run: Run, state: TrainState, progress: Progress) -> RunResult:
     main = run.accelerator.is_main_process
     outputs.restore_best(run.core, run.run_dir, main)
     test = evaluate(run, "test", progress)
-    samples_after = samples(run, progress) if main or run.config.fsdp else None
+    samples_after = samples(run, progress) if _takes_part(run) else None
     metrics = final_metrics(run, state, test, samples_after)
     if run.accelerator.is_main_process:
         metrics["adapter_bytes"] = outputs.artifact_bytes(run.run_dir, run.config)
