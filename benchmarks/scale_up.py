@@ -283,6 +283,7 @@ def run_lorakit(suite: str, name: str, flags: tuple[str, ...], args: argparse.Na
         "self_reported_peak_memory_bytes": metrics["peak_memory_bytes"],
         "estimated_peak_memory_bytes": metrics.get("estimated_peak_memory_bytes"),
         "gradient_checkpointing": metrics.get("gradient_checkpointing"),
+        "piece_tokens": metrics.get("piece_tokens"),
     }
 
 

@@ -44,14 +44,14 @@ def check_same_config(config: TrainConfig, accelerator: Accelerator) -> None:
     one-line error naming the first setting that differs."""
     if accelerator.num_processes < 2:
         return
-    settings = [config.to_dict()]
-    everyone = gather_object(settings)
+    everyone = gather_object([config.to_dict()])
+    first = everyone[0]
     for rank, other in enumerate(everyone):
-        differing = sorted(key for key in settings[0].keys() | other.keys() if other.get(key) != everyone[0].get(key))
+        differing = sorted(key for key in first.keys() | other.keys() if other.get(key) != first.get(key))
         if differing:
             key = differing[0]
             raise LorakitError(
-                f"the launched processes were given different settings: {key} is {everyone[0].get(key)!r} on "
+                f"the launched processes were given different settings: {key} is {first.get(key)!r} on "
                 f"rank 0 and {other.get(key)!r} on rank {rank}; launch every process with the same flags"
             )
 
