@@ -75,9 +75,39 @@ MODELS = {
 RANK = 8
 
 
+# The packaged models' shapes, for `--random-weights` (a machine without the packaged models).
+RANDOM_CONFIGS = {
+    "minilm": transformers.BertConfig(
+        vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+    ),
+    "smollm": transformers.LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+}
+DEVICE = torch.device("cpu")  # --device
+RANDOM_WEIGHTS = False  # --random-weights
+
+
 def base_model(key: str) -> nn.Module:
+    """The packaged model `key` (or a random one of its shape, seed 0) on `DEVICE`, in eval mode."""
     name, task, _ = MODELS[key]
-    return load_model(name, task, num_labels=2 if task == "SEQ_CLS" else None).eval()
+    if RANDOM_WEIGHTS:
+        torch.manual_seed(0)
+        classify = task == "SEQ_CLS"
+        auto = transformers.AutoModelForSequenceClassification if classify else transformers.AutoModelForCausalLM
+        config = RANDOM_CONFIGS[key]
+        config.num_labels = 2
+        model = auto.from_config(config)
+    else:
+        model = load_model(name, task, num_labels=2 if task == "SEQ_CLS" else None)
+    return model.to(DEVICE).eval()
 
 
 def add_random_adapters(model: nn.Module, key: str, targets: str, count: int) -> list[str]:
@@ -132,7 +162,7 @@ def rows_for(names: list[str], batch: int, offset: int) -> list[str]:
 
 def inputs_for(batch: int, seq: int, vocab: int, steps: int = 0) -> dict[str, torch.Tensor]:
     """Random prompts (batch, seq) and, for decoding, the `steps` tokens fed after them."""
-    ids = torch.randint(10, vocab, (batch, seq + steps), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(10, vocab, (batch, seq + steps), generator=torch.Generator().manual_seed(0)).to(DEVICE)
     return {"input_ids": ids[:, :seq], "attention_mask": torch.ones_like(ids[:, :seq]), "next_ids": ids[:, seq:]}
 
 
@@ -182,10 +212,17 @@ def timed(
     best = float("inf")
     for _ in range(inner):
         with torch.no_grad(), autocast():
+            _synchronize()
             start = time.perf_counter()
             run()
+            _synchronize()  # CUDA runs asynchronously: the time is the GPU's work, not its launch
             best = min(best, time.perf_counter() - start)
     return best
+
+
+def _synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def measure_model(key: str, targets: str, runs: list[tuple[str, str]], args: argparse.Namespace) -> dict:
@@ -227,7 +264,7 @@ def measure_model(key: str, targets: str, runs: list[tuple[str, str]], args: arg
     for dtype, workload in runs:
 
         def autocast(dtype: str = dtype) -> contextlib.AbstractContextManager:
-            return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+            return torch.autocast(DEVICE.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
         def block(rows: list[str], dtype: str = dtype) -> contextlib.AbstractContextManager:
             return mixed_adapters(lorakit_model, rows, slots[dtype])
@@ -411,13 +448,24 @@ def main() -> None:
     )
     parser.add_argument("--decode-steps", type=int, default=8, help="causal LM: decoding steps timed per batch")
     parser.add_argument("--kernels", action="store_true", help="also time the LoRA term alone: BGMV vs SGMV")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (the kernel timings stay on CPU)")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="random models of the packaged ones' shapes (seed 0)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    global DEVICE, RANDOM_WEIGHTS
+    DEVICE, RANDOM_WEIGHTS = torch.device(args.device), args.random_weights
     torch.set_num_threads(args.threads)
     report = {
         "command": " ".join(["benchmarks/serve_mixed.py", *sys.argv[1:]]),
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
+        },
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "models": {},
     }

@@ -7,3 +7,9 @@ traceback and exits with status 2.
 
 class LorakitError(ValueError):
     """Bad input from the user (a config value, a file, an adapter that does not fit a model)."""
+
+
+class PeerLostError(LorakitError):
+    """Another process of a distributed job died mid-collective. The CLI prints the line and ends the
+    process at once (`os._exit`): the collective library's threads still wait on the dead peer, and a
+    normal interpreter shutdown destroys them running, which aborts the process (SIGABRT)."""

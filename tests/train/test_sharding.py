@@ -60,6 +60,9 @@ def test_two_sharded_ranks_train_like_one_process_and_gather_the_whole_adapter(t
     assert facts["names"] and facts["moved_from_start"] > 1e-3
     assert facts["max_diff"] <= 1e-5
     assert facts["round_trip"] == 0.0
+    # shard_from_main: rank 1 built on the meta device and received every tensor from rank 0.
+    assert facts["from_main_names"] and facts["from_main_tied"] and facts["from_main_buffers"]
+    assert facts["from_main_diff"] == 0.0 and not facts["from_main_meta"]
 
 
 @pytest.fixture
@@ -75,18 +78,31 @@ def dropout_free_classifier_dir(tiny_classifier_dir, tmp_path) -> Path:
     return folder
 
 
-def _sharded_and_single(args: list[str], tmp_path: Path) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def _sharded_and_single(
+    args: list[str], tmp_path: Path, accelerate: bool = False
+) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """Run `lorakit ARGS --output-dir X` once in one process with --gradient-accumulation-steps 2
-    and once as 2 torchrun processes with --fsdp; returns (single, sharded, the sharded result)."""
+    and once as 2 sharded processes: `torchrun ... --fsdp`, or (`accelerate`) `accelerate launch
+    --config_file examples/fsdp.yaml` without the flag. Returns (single, sharded, sharded result)."""
     from lorakit.cli.main import main
 
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
     assert main([*args, "--output-dir", str(single), "--gradient-accumulation-steps", "2"]) == 0
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
+    if accelerate:
+        config = TESTS.parent / "examples" / "fsdp.yaml"
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+        launcher += ["--main_process_port", free_port()]
+        flags = []
+    else:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        launcher += ["--master_port", free_port()]
+        flags = ["--fsdp"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [*launcher, "-m", "lorakit.cli.main", *args, "--output-dir", str(sharded), "--fsdp"]
+    command = [*launcher, "-m", "lorakit.cli.main", *args, "--output-dir", str(sharded), *flags]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Measured and printed once: the frozen weights each process holds.
+    assert result.stderr.count("sharding: each of 2 processes holds 1/2 of the frozen weights") == 1
     return single, sharded, result
 
 
@@ -130,20 +146,88 @@ def test_fsdp_causal_lm_writes_the_adapter_one_process_with_accumulation_writes(
         with torch.no_grad():
             logits[run] = model.eval()(input_ids=ids).logits
     torch.testing.assert_close(logits[sharded], logits[single], rtol=0, atol=1e-4)
+    _same_served_completions(tiny_causal_dir, single, sharded, tmp_path)
+
+
+def _same_served_completions(base: Path, single: Path, sharded: Path, tmp_path: Path) -> None:
+    """`lorakit serve` loads both runs' adapters and answers each prompt alike (greedy)."""
+    import shutil
+
+    import requests
+
+    sys.path.insert(0, str(TESTS / "serve"))
+    from api_servers import running_server
+
+    adapters = tmp_path / "adapters"
+    for name, run in (("single", single), ("sharded", sharded)):
+        shutil.copytree(run / "adapter", adapters / name)
+    prompts = ["what is the capital of france", "answer briefly what is the capital of peru"]
+    answers: dict[str, list[str]] = {}
+    with running_server(base, adapters, tmp_path / "serve.log") as url:
+        for name in ("single", "sharded", str(base)):
+            body = {"model": name, "prompt": prompts, "max_tokens": 8, "temperature": 0}
+            response = requests.post(f"{url}/v1/completions", json=body, timeout=120)
+            assert response.status_code == 200, response.text
+            answers[name] = [choice["text"] for choice in response.json()["choices"]]
+    assert answers["sharded"] == answers["single"] != answers[str(base)]
 
 
 def test_fsdp_classification_writes_the_adapter_one_process_with_accumulation_writes(
     dropout_free_classifier_dir, sentiment_csv, tmp_path
 ) -> None:
+    """The same for MiniLM-style classification, launched by `accelerate launch` with the FSDP
+    config shipped in examples/ (no --fsdp flag: the config turns it on); the new head included."""
     from tiny_runs import tiny_flags
 
     args = ["train", *tiny_flags(dropout_free_classifier_dir, sentiment_csv), "--max-steps", "4", "--lora-dropout", "0"]
-    single, sharded, _ = _sharded_and_single(args, tmp_path)
+    single, sharded, _ = _sharded_and_single(args, tmp_path, accelerate=True)
     _same_adapter(single, sharded)  # the LoRA tensors and the new head
     single_metrics = json.loads((single / "metrics.json").read_text())
     sharded_metrics = json.loads((sharded / "metrics.json").read_text())
     assert sharded_metrics["accuracy"] == single_metrics["accuracy"]
     assert sharded_metrics["loss"] == pytest.approx(single_metrics["loss"], abs=1e-5)
+
+
+@pytest.fixture
+def wide_causal_dir(tiny_causal_dir, tmp_path) -> Path:
+    """The tiny Llama at hidden 256: each 4-bit weight then has an even number of scale groups."""
+    import shutil
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path / "wide-llama"
+    shutil.copytree(tiny_causal_dir, folder)
+    config = LlamaConfig.from_pretrained(folder)
+    config.update({"hidden_size": 256, "intermediate_size": 512, "num_key_value_heads": 4})
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_fsdp_shards_a_4_bit_base_as_one_process_trains_it(wide_causal_dir, capitals_jsonl, tmp_path) -> None:
+    """QLoRA under FSDP2: torchao's NF4 weights split over 2 processes (codes and scales alike);
+    the adapter equals one process's with accumulation 2."""
+    from test_train_generative import generative_args
+
+    common = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "3", "--generation-samples", "0"]
+    common += ["--quantize", "nf4"]
+    args = generative_args(wide_causal_dir, capitals_jsonl, tmp_path / "unused", "causal-lm", *common)
+    args = [a for a in args if a not in ("--output-dir", str(tmp_path / "unused"))]
+    single, sharded, _ = _sharded_and_single(args, tmp_path)
+    _same_adapter(single, sharded)
+
+
+def test_a_4_bit_weight_that_does_not_split_is_refused_by_name(tiny_causal_dir) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from lorakit.quant import quantize_model
+    from lorakit.train.sharding import check_shardable
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_dir)  # hidden 128: one scale group a weight
+    quantize_model(model, "nf4")
+    check_shardable(model, 1)
+    with pytest.raises(LorakitError, match=r"q_proj.weight \(128 rows, 1 scale group\) does not split into 2"):
+        check_shardable(model, 2)
 
 
 def test_fsdp_in_one_process_names_the_launch(tiny_causal_dir, capitals_jsonl, tmp_path, capsys) -> None:
@@ -194,11 +278,17 @@ def test_fsdp_resume_ends_where_the_uninterrupted_run_ends(tiny_causal_dir, capi
     assert json.loads((straight / "history.json").read_text()) == json.loads((interrupted / "history.json").read_text())
 
 
-@pytest.mark.parametrize(("extra", "words"), [({"quantize": "nf4"}, "--quantize"), ({"method": "full"}, "method full")])
-def test_fsdp_refuses_what_it_does_not_shard_yet(extra, words) -> None:
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"quantize": "bnb-nf4"}, "fsdp cannot shard bitsandbytes' 4-bit weights.*use --quantize nf4"),
+        ({"method": "full"}, "fsdp shards LoRA training; it cannot be combined with method full"),
+    ],
+)
+def test_fsdp_refuses_what_it_does_not_shard(extra, words) -> None:
     from lorakit.train.config import TrainConfig
 
-    with pytest.raises(LorakitError, match=f"fsdp shards LoRA training of a full-precision base.*{words}"):
+    with pytest.raises(LorakitError, match=words):
         TrainConfig(task="causal-lm", fsdp=True, **extra)
 
 
@@ -276,8 +366,9 @@ def test_a_killed_rank_ends_the_other_in_one_line_and_the_job_resumes(
         time.sleep(0.05)
     ranks[1].send_signal(signal.SIGKILL)
     killed = time.time()
-    assert ranks[0].wait(timeout=60) == 2 and time.time() - killed < 60
+    code = ranks[0].wait(timeout=60)
     stderr = ranks[0].stderr.read()
+    assert code == 2 and time.time() - killed < 60, stderr[-3000:]
     assert "Traceback" not in stderr
     assert "another process of this job stopped" in stderr.strip().splitlines()[-1]
     assert f"--resume {out}" in stderr and not (out / "metrics.json").exists()

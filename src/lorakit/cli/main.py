@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from lorakit.cli import combine, compare, evaluate, generate, inspect, merge, predict, serve, sweep, train
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, PeerLostError
 
 COMMANDS = {
     "train": train,
@@ -50,10 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command].run(args) or 0
     except LorakitError as error:
         print(f"lorakit {args.command}: error: {error}", file=sys.stderr)
+        if isinstance(error, PeerLostError):
+            _exit_at_once(2)
         return 2
     except KeyboardInterrupt:
         print(f"lorakit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _exit_at_once(code: int) -> None:
+    """End the process now, output flushed, skipping the interpreter's shutdown (see PeerLostError)."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _quiet_libraries() -> None:

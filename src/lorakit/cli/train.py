@@ -15,7 +15,7 @@ import sys
 import typing
 from typing import Any
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, PeerLostError
 from lorakit.report.humanize import format_bytes, format_duration
 from lorakit.task_kind import TaskKind
 from lorakit.train.config import GROUPS, TrainConfig, read_config_file
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         if not peer_lost(error):
             raise
-        raise LorakitError(
+        raise PeerLostError(
             f"another process of this job stopped ({_first_line(error)}); the run folder keeps its last "
             f"checkpoint: launch the same job again with --resume {config.output_dir or 'RUN_DIR'}"
         ) from None

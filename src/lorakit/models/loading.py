@@ -85,10 +85,13 @@ def load_model(
     task_type: str | None = None,
     num_labels: int | None = None,
     dtype: torch.dtype | None = None,
+    empty: bool = False,
 ) -> nn.Module:
     """Load a base model for `task_type` (inferred when None); classification gets `num_labels`.
     Tensors are read one at a time without mapping the files (models/low_memory.py), so the load
-    peaks near the model's own size.
+    peaks near the model's own size. With `empty`, nothing is read: the architecture is built with
+    its parameters on the meta device (no memory) and real buffers, for a process that receives
+    its weights from another (train/sharding.py).
 
     Raises:
         LorakitError: the name is neither a local folder, a GGUF file, a packaged model, nor loadable
@@ -103,11 +106,23 @@ def load_model(
     kwargs: dict = {"dtype": dtype or torch.float32}
     if task in ("SEQ_CLS", "TOKEN_CLS") and num_labels is not None:
         kwargs["num_labels"] = num_labels
+    if empty:
+        return _empty_model(MODEL_CLASSES[task], config, kwargs)
     try:
         with low_memory_loading():
             return MODEL_CLASSES[task].from_pretrained(location, **kwargs)
     except _WEIGHT_ERRORS as error:
         raise LorakitError(_not_loadable(name_or_path, error)) from None
+
+
+def _empty_model(auto_class: type, config: PretrainedConfig, kwargs: dict) -> nn.Module:
+    """`auto_class`'s model for `config`, parameters on the meta device, buffers real."""
+    from accelerate import init_empty_weights
+
+    if "num_labels" in kwargs:
+        config.num_labels = kwargs.pop("num_labels")
+    with init_empty_weights(include_buffers=False):
+        return auto_class.from_config(config, **kwargs)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -158,9 +173,10 @@ def _not_loadable(name: str, error: Exception) -> str:
     )
 
 
-def load_classifier(model_name: str, label_names: Sequence[str]) -> nn.Module:
-    """The base model with a fresh `len(label_names)`-way head and the label names in its config."""
-    model = load_model(model_name, task_type="SEQ_CLS", num_labels=len(label_names))
+def load_classifier(model_name: str, label_names: Sequence[str], empty: bool = False) -> nn.Module:
+    """The base model with a fresh `len(label_names)`-way head and the label names in its config
+    (`empty`: on the meta device, as `load_model`)."""
+    model = load_model(model_name, task_type="SEQ_CLS", num_labels=len(label_names), empty=empty)
     model.config.id2label = dict(enumerate(label_names))
     model.config.label2id = {name: i for i, name in enumerate(label_names)}
     return model

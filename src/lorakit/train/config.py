@@ -226,10 +226,12 @@ class TrainConfig:
                 )
             self.gradient_checkpointing = "on"
         self.max_memory_bytes()  # a size, or an error naming the forms it takes
-        if self.fsdp and (self.method != "lora" or self.quantize is not None):
+        if self.fsdp and self.method != "lora":
+            raise LorakitError("fsdp shards LoRA training; it cannot be combined with method full yet")
+        if self.fsdp and self.quantize == "bnb-nf4":
             raise LorakitError(
-                "fsdp shards LoRA training of a full-precision base; it cannot be combined with "
-                f"{'method full' if self.method != 'lora' else '--quantize'} yet"
+                "fsdp cannot shard bitsandbytes' 4-bit weights (they are not DTensor-aware); use --quantize nf4, "
+                "whose torchao weights FSDP2 splits"
             )
         self._check_numbers()
         if isinstance(self.target_modules, str):

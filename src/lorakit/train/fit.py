@@ -121,6 +121,37 @@ def plan_memory(
     return estimate
 
 
+def leftover_batches(rows: int, batch_size: int, processes: int) -> str | None:
+    """One line when an epoch's batches do not split evenly over the processes: every process must
+    take as many (each step is collective), so the remainder sits out that epoch; None otherwise."""
+    batches = -(-rows // batch_size)
+    left = batches % processes
+    if processes < 2 or left == 0 or batches < processes:
+        return None
+    return (
+        f"data: the {batches} batches of an epoch do not split evenly over {processes} processes; each takes "
+        f"{batches // processes} and {left} sit{'s' if left == 1 else ''} out each epoch (batches are "
+        f"reshuffled every epoch); a --batch-size giving a multiple of {processes} batches uses every row"
+    )
+
+
+def report_shards(model: Any, accelerator: Accelerator) -> None:
+    """One line: the share of the frozen weights each process of a sharded run holds, measured on
+    the main one (the others hold the same, give or take one row of padding)."""
+    from lorakit.report.humanize import format_bytes
+    from lorakit.train.sharding import sharded_bytes
+
+    held, whole = sharded_bytes(model)
+    n = accelerator.num_processes
+    if accelerator.is_main_process:
+        print(
+            f"sharding: each of {n} processes holds 1/{n} of the frozen weights ({format_bytes(held)} "
+            f"of {format_bytes(whole)} here)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def row_sizes(row: dict[str, Any], task: TaskKind) -> tuple[int, ...]:
     """A training row's padded tokens per padded field: (input,), or (source, target) for seq2seq."""
     if task is TaskKind.SEQ2SEQ:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,23 @@ from lorakit.train import outputs
 from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lorakit.train.config import TrainConfig
 from lorakit.train.fast_paths import use_fast_paths
-from lorakit.train.fit import check_context, check_run, check_same_config, plan_memory, row_sizes
+from lorakit.train.fit import (
+    check_context,
+    check_run,
+    check_same_config,
+    leftover_batches,
+    plan_memory,
+    report_shards,
+    row_sizes,
+)
+from lorakit.train.launcher import with_launcher_settings
 from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.pieces import cut
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision, storage_dtype
 from lorakit.train.progress import Progress, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
-from lorakit.train.sharding import gradient_sync, shard_model
+from lorakit.train.sharding import check_shardable, gradient_sync, shard_from_main, shard_model
 from lorakit.train.state import TrainState
 from lorakit.train.tasks import LossModule, Outcome, Task, TaskData, task_for
 
@@ -112,6 +122,7 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     """Accelerator, task data, the memory plan, run folder, the model with its adapter, optimizer
     and schedule. Everything that can refuse the run (data, model, budget) does so before the run
     folder is written."""
+    config = with_launcher_settings(config)  # `accelerate launch` with an FSDP config: --fsdp
     # cpu=True on a machine without CUDA lets accelerate set up gloo DDP under torchrun.
     accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
     if accelerator.device.type == "cpu":
@@ -131,14 +142,17 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     total_steps = _total_steps(config, data, accelerator)
     run_dir = _run_dir(accelerator, config, resume)
 
-    core = build_model(config, task, data, precision)
+    # Under FSDP only the main process loads a full-precision base; the others build on the meta
+    # device. A 4-bit base is small: every process quantizes its own as it loads.
+    empty = config.fsdp and not config.quantize and not accelerator.is_main_process
+    core = build_model(config, task, data, precision, empty=empty)
     quantized = _quantized_bytes(core) if config.quantize else {}
     cast_frozen_parameters(core, precision)
     use_fast_paths(core, config.fast_dropout)
     if memory.setting.checkpointing:
         enable_activation_checkpointing(core, config.offload_activations, accelerator.device.type)
-    if config.fsdp:
-        shard_model(core)  # before the optimizer: it holds the shards
+    if config.fsdp:  # before the optimizer: it holds the shards
+        _shard(core, config, accelerator)
     trainable, total = trainable_parameters(core)
     optimizer = build_optimizer(core, config.lr, config.weight_decay)
     scheduler = build_scheduler(optimizer, config.scheduler, total_steps, config.warmup_ratio)
@@ -170,6 +184,17 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     )
 
 
+def _shard(core: torch.nn.Module, config: TrainConfig, accelerator: Accelerator) -> None:
+    """FSDP2 over the launched processes: a full-precision base from the main process's weights
+    (the others built it empty); a 4-bit base, which every process loaded, split where it stands."""
+    if config.quantize:
+        check_shardable(core, accelerator.num_processes)
+        shard_model(core)
+    else:
+        shard_from_main(core, accelerator.is_main_process, accelerator.device)
+    report_shards(core, accelerator)
+
+
 def _total_steps(config: TrainConfig, data: TaskData, accelerator: Accelerator) -> int:
     """Optimizer steps of the whole run: max_steps, else epochs × steps per epoch."""
     batches_per_epoch = len(epoch_batches(data.splits["train"], config, 0, accelerator))
@@ -178,12 +203,18 @@ def _total_steps(config: TrainConfig, data: TaskData, accelerator: Accelerator) 
             f"the training split has {len(data.splits['train'])} rows, fewer than one batch per process; "
             "lower --batch-size or add data"
         )
+    note = leftover_batches(len(data.splits["train"]), config.batch_size, accelerator.num_processes)
+    if note and accelerator.is_main_process:
+        print(note, file=sys.stderr, flush=True)
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
     return config.max_steps or math.ceil(config.epochs * steps_per_epoch)
 
 
-def build_model(config: TrainConfig, task: Task, data: TaskData, precision: str) -> torch.nn.Module:
-    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top.
+def build_model(
+    config: TrainConfig, task: Task, data: TaskData, precision: str, empty: bool = False
+) -> torch.nn.Module:
+    """The task's base model, its linears quantized when asked (QLoRA), then the adapter on top
+    (`empty`: parameters on the meta device, for a process whose weights come from another).
 
     Loading reads one tensor at a time (models/low_memory.py). A generative base loads straight
     in its storage dtype (bf16 when training computes in bf16); with `nf4`, each body Linear is
@@ -191,7 +222,7 @@ def build_model(config: TrainConfig, task: Task, data: TaskData, precision: str)
     if config.quantize == "nf4":
         model = load_nf4(lambda: task.build_model(data, torch.float32), OUTPUT_HEADS)
     else:
-        model = task.build_model(data, storage_dtype(precision))
+        model = task.build_model(data, storage_dtype(precision), empty=empty)
         if config.quantize:
             quantize_model(model, config.quantize)
     if config.first_token_only:  # before LoRA wraps the head, whose class it checks; no-op where not exact

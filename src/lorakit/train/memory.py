@@ -321,7 +321,8 @@ def model_footprint(
 def sharded(footprint: Footprint, shards: int) -> Footprint:
     """One rank's share under FSDP: 1/N of the stored weights and of the trainable state, plus
     two blocks' weights gathered whole (the one computing and the next, prefetched). Loading is
-    unchanged: every rank reads the whole checkpoint before it is sharded."""
+    left whole: the plan is the main process's, which reads the whole checkpoint and hands the
+    others their slices (train/sharding.py); a 4-bit base is loaded whole by every process."""
     block = footprint.weights // max(footprint.layers, 1)
     return replace(
         footprint,

@@ -6,13 +6,17 @@
     gather_trainable(model, main)   {name: full tensor} of the trainable parameters (the adapter,
                                     a head) on the main rank, {} elsewhere; only those are gathered,
                                     never the frozen base
+    shard_from_main(model, main)    shard a model only the main rank loaded (the others built it on
+                                    the meta device), scattering its weights tensor by tensor
     load_trainable(model, state)    the main rank's full tensors scattered back into the shards
+    sharded_bytes(model)            the frozen bytes this rank holds, and of the whole model
+    check_shardable(model, n)       refuse a 4-bit (torchao NF4) weight that does not split in n
     optimizer_state(model, opt)     AdamW's state whole on the main rank, and back from it
     load_optimizer_state(...)
     gradient_sync(model, enabled)   FSDP2's `no_sync`: off between optimizer steps, gradients
                                     accumulate unsharded and are reduce-scattered once
 
-Collectives: every rank must call `shard_model`, `gather_trainable` and `load_trainable` at the same
+Collectives: every rank must call `shard_from_main`, `gather_trainable` and `load_trainable` at the same
 point, in the same order. torch's own FSDP2 (`torch.distributed.fsdp`), on gloo (CPU) or NCCL.
 """
 
@@ -82,14 +86,109 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor], main: bool)
                 continue
             if not isinstance(parameter, DTensor):
                 raise LorakitError(f"{name} is not sharded: load_trainable expects a model from shard_model")
-            source = state[name] if main else torch.empty(parameter.shape, dtype=parameter.dtype)
-            local = distribute_tensor(
-                source.to(parameter.to_local().device, parameter.dtype),
-                parameter.device_mesh,
-                parameter.placements,
-                src_data_rank=0,
+            _scatter(parameter, state[name] if main else None)
+
+
+def shard_from_main(model: nn.Module, main: bool, device: torch.device) -> nn.Module:
+    """Shard `model` with only the main rank ever holding whole weights; returns it.
+
+    The main rank built `model` for real (loaded, adapter initialized); the others built the same
+    architecture with its parameters on the meta device (no memory) and real buffers. The main rank
+    moves its model to meta too, keeping the tensors aside; every rank shards and allocates just its
+    1/N slices, and the main rank scatters the tensors one at a time, dropping each once sent: the
+    main rank peaks near the loaded model plus one tensor, the others near 1/N of it."""
+    import torch.distributed as dist
+
+    ties = [_tied_names(model) if main else None]
+    dist.broadcast_object_list(ties, src=0)
+    buffers = {name: buffer for name, buffer in model.named_buffers()}
+    sources = dict(model.named_parameters()) if main else {}
+    if main:
+        model.to("meta")  # the module lets go of its tensors; `sources` keeps them
+    _tie(model, ties[0])
+    shard_model(model)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():  # persistent ones as the main rank loaded them
+            buffer.copy_(buffers[name])
+            dist.broadcast(buffer, src=0)
+        for name, parameter in model.named_parameters():
+            _scatter(parameter, sources.pop(name) if main else None)
+    rng = [torch.get_rng_state()]  # the main rank's draws (a new head's init) set every rank's state
+    dist.broadcast_object_list(rng, src=0)
+    torch.set_rng_state(rng[0])
+    return model
+
+
+def _scatter(parameter: DTensor, source: torch.Tensor | None) -> None:
+    """Fill this rank's shard of `parameter` from the main rank's full `source` (None elsewhere)."""
+    if source is None:
+        source = torch.empty(parameter.shape, dtype=parameter.dtype)
+    local = distribute_tensor(
+        source.to(parameter.to_local().device, parameter.dtype),
+        parameter.device_mesh,
+        parameter.placements,
+        src_data_rank=0,
+    )
+    parameter.to_local().copy_(local.to_local())
+
+
+def _tied_names(model: nn.Module) -> list[list[str]]:
+    """Groups of parameter names that are one tensor (tied input and output embeddings)."""
+    groups: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(parameter), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _tie(model: nn.Module, ties: list[list[str]]) -> None:
+    """Make every name of each group in `ties` the first name's parameter."""
+    for first, *others in ties:
+        parameter = model.get_parameter(first)
+        for name in others:
+            owner, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(owner), attribute, parameter)
+
+
+def check_shardable(model: nn.Module, processes: int) -> None:
+    """Refuse a 4-bit (torchao NF4) weight FSDP2 cannot split into `processes` equal parts: torchao
+    splits its rows together with its packed codes and scale groups, all of which must divide."""
+    from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import NF4Tensor
+
+    for name, parameter in model.named_parameters():
+        data = parameter.data
+        if not isinstance(data, NF4Tensor):
+            continue
+        parts = [data.size(0), *(getattr(data, inner).numel() for inner in NF4_SPLIT_TENSORS)]
+        if any(part % processes for part in parts):
+            groups = data.quantization_factor.numel()
+            raise LorakitError(
+                f"--fsdp splits each 4-bit weight into {processes} equal parts, rows and scale groups alike, "
+                f"and {name} ({data.size(0)} rows, {groups} scale group{'s' if groups != 1 else ''}) does not "
+                f"split into {processes}; launch a number of processes that divides both, or drop --fsdp"
             )
-            parameter.to_local().copy_(local.to_local())
+
+
+# What torchao splits an NF4 weight's storage into, for FSDP (`nf4_split`).
+NF4_SPLIT_TENSORS = ("quantized_scalers", "quantization_factor", "quantized_data")
+
+
+def sharded_bytes(model: nn.Module) -> tuple[int, int]:
+    """(bytes this rank holds, bytes of the whole) of the frozen parameters of a sharded `model`;
+    a 4-bit weight counts its packed codes and scales."""
+    held = whole = 0
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            continue
+        local = parameter.to_local() if isinstance(parameter, DTensor) else parameter
+        if hasattr(local, NF4_SPLIT_TENSORS[-1]):  # torchao NF4: numel counts values, not bytes
+            local_bytes = sum(getattr(local, inner).nbytes for inner in NF4_SPLIT_TENSORS)
+            held += local_bytes
+            whole += local_bytes * (parameter.device_mesh.size() if isinstance(parameter, DTensor) else 1)
+            continue
+        held += local.numel() * local.element_size()
+        whole += parameter.numel() * parameter.element_size()
+    return held, whole
 
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:

@@ -100,9 +100,10 @@ class Task(ABC):
         """Rows → a padded batch of tensors the model (and `training_loss`) takes."""
 
     @abstractmethod
-    def build_model(self, data: TaskData, dtype: torch.dtype) -> nn.Module:
+    def build_model(self, data: TaskData, dtype: torch.dtype, empty: bool = False) -> nn.Module:
         """The base model with the head this task trains, before quantization and LoRA; `dtype` is
-        what the frozen weights will be stored in (a task whose new head trains may load in fp32)."""
+        what the frozen weights will be stored in (a task whose new head trains may load in fp32);
+        `empty`: parameters on the meta device, nothing read (models/loading.py `load_model`)."""
 
     def training_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss one micro-batch trains on (the model's own by default)."""

@@ -42,10 +42,10 @@ class ClassificationTask(Task):
         # distinct length grew memory by ~450 MiB in 150 steps; rounding cut that and ran faster.
         return pad_collate(tokenizer, pad_to_multiple_of=8)
 
-    def build_model(self, data: TaskData, dtype: torch.dtype) -> nn.Module:
+    def build_model(self, data: TaskData, dtype: torch.dtype, empty: bool = False) -> nn.Module:
         """The base model with a fresh head over `data.label_names`, loaded in fp32 whatever `dtype`:
         the head trains, and the loop casts the frozen rest afterwards."""
-        return load_classifier(self.config.model, data.label_names)
+        return load_classifier(self.config.model, data.label_names, empty=empty)
 
     def evaluate_shard(
         self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast

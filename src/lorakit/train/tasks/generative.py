@@ -80,9 +80,9 @@ class GenerativeTask(Task):
         """The rows training iterates over (as tokenized, by default)."""
         return rows
 
-    def build_model(self, data: TaskData, dtype: torch.dtype) -> nn.Module:
+    def build_model(self, data: TaskData, dtype: torch.dtype, empty: bool = False) -> nn.Module:
         """The pretrained model with its LM head, loaded in `dtype`, its KV cache off."""
-        model = load_model(self.config.model, task_type=self.kind.peft_type, dtype=dtype)
+        model = load_model(self.config.model, task_type=self.kind.peft_type, dtype=dtype, empty=empty)
         # Training needs no KV cache, and packed rows are only kept apart without one (data/chat.py).
         model.config.use_cache = False
         return model
