@@ -68,3 +68,19 @@ def test_batches_that_do_not_split_over_the_processes_are_named() -> None:
     assert leftover_batches(rows=96, batch_size=8, processes=2) is None  # 12 batches
     assert leftover_batches(rows=100, batch_size=8, processes=1) is None
     assert leftover_batches(rows=8, batch_size=8, processes=2) is None  # fewer than one each: an error instead
+
+
+def test_scoring_deals_whole_batches_and_names_the_rank_dealt_one_fewer() -> None:
+    """Evaluation over processes: length-sorted rows cut into scoring batches, dealt round-robin;
+    every row scored once; a rank dealt one batch fewer knows it (under FSDP it runs one more
+    forward so that every rank's forwards pair up)."""
+    from lorakit.train.loop import deal_batches
+
+    order = list(range(17))  # 3 batches of 8, 8 and 1 rows over 2 ranks
+    first, second = deal_batches(order, 8, 2, 0), deal_batches(order, 8, 2, 1)
+    assert first == ([*range(8), 16], False) and second == (list(range(8, 16)), True)
+    shares = [deal_batches(order, 4, 3, rank) for rank in range(3)]  # 5 batches over 3 ranks
+    assert sorted(i for rows, _ in shares for i in rows) == order
+    assert [short for _, short in shares] == [False, False, True]
+    assert deal_batches([], 8, 2, 1) == ([], False)
+    assert deal_batches(order, 8, 1, 0) == (order, False)

@@ -205,16 +205,38 @@ def wide_causal_dir(tiny_causal_dir, tmp_path) -> Path:
 
 
 def test_fsdp_shards_a_4_bit_base_as_one_process_trains_it(wide_causal_dir, capitals_jsonl, tmp_path) -> None:
-    """QLoRA under FSDP2: torchao's NF4 weights split over 2 processes (codes and scales alike);
-    the adapter equals one process's with accumulation 2."""
+    """QLoRA under FSDP2, with activation checkpointing: torchao's NF4 weights split over 2
+    processes (codes and scales alike); the adapter equals one process's with accumulation 2.
+    Batches of 6 split the 16 test rows into 3 scoring batches: one rank is dealt one fewer and
+    must still join the third forward."""
     from test_train_generative import generative_args
 
-    common = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "3", "--generation-samples", "0"]
-    common += ["--quantize", "nf4"]
+    common = ["--lora-dropout", "0", "--batch-size", "6", "--max-steps", "3", "--generation-samples", "0"]
+    common += ["--quantize", "nf4", "--gradient-checkpointing", "on"]
     args = generative_args(wide_causal_dir, capitals_jsonl, tmp_path / "unused", "causal-lm", *common)
     args = [a for a in args if a not in ("--output-dir", str(tmp_path / "unused"))]
     single, sharded, _ = _sharded_and_single(args, tmp_path)
     _same_adapter(single, sharded)
+    single_metrics = json.loads((single / "metrics.json").read_text())
+    sharded_metrics = json.loads((sharded / "metrics.json").read_text())
+    assert sharded_metrics["test_examples"] == single_metrics["test_examples"] == 16
+    assert sharded_metrics["loss"] == pytest.approx(single_metrics["loss"], abs=1e-4)
+
+
+def test_fewer_batches_than_processes_stops_every_process_in_one_line(
+    tiny_causal_dir, capitals_jsonl, tmp_path
+) -> None:
+    from test_train_generative import generative_args
+
+    out = tmp_path / "run"
+    args = generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", "--batch-size", "8", "--fsdp")
+    for process in _ranks_by_hand([[*args, "--max-train-examples", "5"]] * 2):
+        assert process.wait(timeout=300) == 2
+        stderr = process.stderr.read()
+        assert "Traceback" not in stderr
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("lorakit train: error: the training split has 5 rows, fewer than one batch per process")
+    assert not out.exists()
 
 
 def test_a_4_bit_weight_that_does_not_split_is_refused_by_name(tiny_causal_dir) -> None:
@@ -292,6 +314,19 @@ def test_fsdp_refuses_what_it_does_not_shard(extra, words) -> None:
         TrainConfig(task="causal-lm", fsdp=True, **extra)
 
 
+def _ranks_by_hand(arguments: list[list[str]]) -> list[subprocess.Popen]:
+    """One `lorakit ARGS` process per entry, each with the environment torchrun would give it (no
+    launcher to report on them or to tear the job down); stderr piped."""
+    port, processes = free_port(), []
+    for rank, args in enumerate(arguments):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(len(arguments)))
+        env.update(LOCAL_WORLD_SIZE=str(len(arguments)))
+        command = [sys.executable, "-m", "lorakit.cli.main", *args]
+        processes.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    return processes
+
+
 def test_processes_launched_with_different_settings_all_stop_in_one_line(
     tiny_causal_dir, capitals_jsonl, tmp_path
 ) -> None:
@@ -299,14 +334,11 @@ def test_processes_launched_with_different_settings_all_stop_in_one_line(
     with the same one-line error naming the setting, before anything is written."""
     from test_train_generative import generative_args
 
-    port, processes = free_port(), []
-    for rank, lr in enumerate(("1e-2", "5e-3")):
-        args = generative_args(tiny_causal_dir, capitals_jsonl, tmp_path / "run", "causal-lm", "--lr", lr, "--fsdp")
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-        command = [sys.executable, "-m", "lorakit.cli.main", *args]
-        processes.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
-    for process in processes:
+    arguments = [
+        generative_args(tiny_causal_dir, capitals_jsonl, tmp_path / "run", "causal-lm", "--lr", lr, "--fsdp")
+        for lr in ("1e-2", "5e-3")
+    ]
+    for process in _ranks_by_hand(arguments):
         assert process.wait(timeout=300) == 2
         stderr = process.stderr.read()
         assert "Traceback" not in stderr
@@ -354,12 +386,7 @@ def test_a_killed_rank_ends_the_other_in_one_line_and_the_job_resumes(
     extra = ["--lora-dropout", "0", "--batch-size", "8", "--max-steps", "300", "--checkpoint-steps", "20"]
     args = generative_args(tiny_causal_dir, capitals_jsonl, out, "causal-lm", *extra, "--generation-samples", "0")
     args += ["--fsdp", "--eval-steps", "100"]
-    port, ranks = free_port(), []
-    for rank in range(2):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
-        command = [sys.executable, "-m", "lorakit.cli.main", *args]
-        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    ranks = _ranks_by_hand([args, args])
     pointer, deadline = out / "checkpoints" / "latest", time.time() + 300
     while not pointer.exists() and time.time() < deadline:
         assert ranks[0].poll() is None, "the run ended before it could be killed"

@@ -361,18 +361,26 @@ def eval_due(config: TrainConfig, step: int, epoch_done: bool, total_steps: int)
 
 
 def evaluate(run: Run, split: str, progress: Progress) -> dict[str, Any]:
-    """The task's metrics over a whole split, sharded over ranks (by length, so each rank's batches
-    pad little) and gathered back in order. A sharded model (FSDP) needs every rank in each
-    forward, so there every rank scores the whole split alike."""
+    """The task's metrics over a whole split, sharded over ranks and gathered back in order."""
     rows = run.data.splits[split]
     accelerator = run.accelerator
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    split_work = accelerator.num_processes > 1 and not run.config.fsdp
-    mine = order[accelerator.process_index :: accelerator.num_processes] if split_work else order
+    mine, short = deal_batches(order, run.task.eval_rows(), accelerator.num_processes, accelerator.process_index)
     with progress.phase(f"{split}: scoring {len(rows):,} examples"):
         part = run.task.evaluate_shard(run.core, [rows[i] for i in mine], run.collate, run.autocast())
-    parts = gather_object([(mine, part)]) if split_work else [(mine, part)]
+        if short and run.config.fsdp:  # each forward of a sharded model needs every rank: match theirs
+            run.task.evaluate_shard(run.core, [rows[order[0]]], run.collate, run.autocast())
+    parts = gather_object([(mine, part)]) if accelerator.num_processes > 1 else [(mine, part)]
     return run.task.combine(parts, rows, run.data)
+
+
+def deal_batches(order: list[int], size: int, world: int, rank: int) -> tuple[list[int], bool]:
+    """This rank's rows of `order` (row indices sorted by length, so each batch pads little): cut
+    into batches of `size`, dealt round-robin; and whether it was dealt one batch fewer than some
+    other rank (whole batches are dealt, so it is never more than one)."""
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    dealt = batches[rank::world]
+    return [i for batch in dealt for i in batch], len(dealt) < -(-len(batches) // world)
 
 
 def record_eval(run: Run, state: TrainState, result: dict[str, Any], epoch: float, progress: Progress) -> bool:

@@ -114,6 +114,10 @@ class Task(ABC):
         piece of a micro-batch (train/pieces.py)."""
         return int(batch["input_ids"].shape[0])
 
+    def eval_rows(self) -> int:
+        """Rows per forward when scoring: `evaluate_shard` runs its rows in batches of this many."""
+        return self.config.batch_size
+
     @abstractmethod
     def evaluate_shard(self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast) -> Any:
         """This rank's partial result over `rows` (picklable: ranks gather them)."""

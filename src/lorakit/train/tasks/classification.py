@@ -47,11 +47,15 @@ class ClassificationTask(Task):
         the head trains, and the loop casts the frozen rest afterwards."""
         return load_classifier(self.config.model, data.label_names, empty=empty)
 
+    def eval_rows(self) -> int:
+        """Twice the training batch: scoring keeps no activations for backward."""
+        return self.config.batch_size * 2
+
     def evaluate_shard(
         self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast
     ) -> tuple[float, np.ndarray]:
         """Summed cross-entropy over `rows` and their probabilities (rows, classes)."""
-        size = self.config.batch_size * 2
+        size = self.eval_rows()
         batches = (collate(rows[j : j + size]) for j in range(0, len(rows), size))
         loss_sum, _, probabilities = predict_batches(model, batches, autocast)
         return loss_sum, probabilities

@@ -104,7 +104,7 @@ class GenerativeTask(Task):
 
     def evaluate_shard(self, model: nn.Module, rows: Rows, collate: Collate, autocast: Autocast) -> tuple[float, int]:
         """Summed response-token cross-entropy and the number of response tokens in `rows`."""
-        return response_loss(model, rows, collate, self.config.batch_size, not self.encoder_decoder, autocast)
+        return response_loss(model, rows, collate, self.eval_rows(), not self.encoder_decoder, autocast)
 
     def combine(self, parts: list[tuple[list[int], Any]], split: list[dict[str, Any]], data: TaskData) -> dict:
         """Mean response-token loss, perplexity and the token count over every rank's rows."""

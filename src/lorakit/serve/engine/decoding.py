@@ -1,0 +1,216 @@
+r"""Continuous (iteration-level) decoding: rows join and leave a running batch between steps.
+
+    admit(rows)  prefill the new rows together (left-padded, each on its adapter), draw each one's
+                 first token, and splice their KV cache into the running one
+    step()       one token for every running row: one forward of (rows, 1) on the shared cache
+    drop(rows)   take rows out now (a client gone, a deadline passed)
+
+The running batch keeps one KV cache per layer, (rows, heads, length, head_dim), left-padded to a
+common length, and a mask (rows, length): 1 where a position is a real token. Splicing pads the
+shorter of the two caches on the left; a row that leaves is cut out with its mask, and columns no
+remaining row uses any more are trimmed, so the cache is as long as its longest live row.
+
+    positions: row i's next token sits at mask[i].sum() (its own count of real tokens), so a row
+    computes what it computes alone, whatever else shares the batch; padded keys are masked out.
+
+Every row draws its own tokens: greedy (temperature 0) or sampled with its temperature and top_p
+from its own generator (seeded per request, so a seed reproduces its text whatever the batch).
+A row finishes at one of its end-of-sequence ids (finish_reason "stop") or at its max_new_tokens
+("length"). Adapters of any rank mix in one batch (`lorakit.serve.kernels.mixed_adapters`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from lorakit.errors import LorakitError
+from lorakit.serve.kernels.mixed import mixed_adapters
+from lorakit.serve.kernels.slots import AdapterSlots
+
+
+@dataclass(eq=False)
+class Row:
+    """One request being generated: what it asks for, and its tokens so far.
+
+    adapter: the adapter's name on the model (None: the base). prompt_ids: the prompt's token ids.
+    temperature 0 is greedy; otherwise sampling with `temperature` and nucleus `top_p` from a
+    generator seeded with `seed` (None: drawn from torch's global generator, not reproducible).
+    """
+
+    adapter: str | None
+    prompt_ids: list[int]
+    max_new_tokens: int
+    eos_ids: frozenset[int]
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise LorakitError("the prompt is empty; send at least one token of text")
+        if self.temperature > 0 and self.seed is not None:
+            self.generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def take(self, token: int) -> None:
+        """Record a drawn token (an end-of-sequence id ends the row and is not kept)."""
+        if token in self.eos_ids:
+            self.finish_reason = "stop"
+            return
+        self.tokens.append(token)
+        if len(self.tokens) >= self.max_new_tokens:
+            self.finish_reason = "length"
+
+
+class Decoder:
+    """A running decode batch on `model` (eval mode; its adapters packed in `slots`, or None for
+    `mixed_adapters` to pack each forward's own). `pad_id` fills the left of shorter prompts;
+    `autocast` is entered around every forward."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pad_id: int,
+        slots: AdapterSlots | None = None,
+        autocast: contextlib.AbstractContextManager | None = None,
+    ) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.slots = slots
+        self.autocast = autocast or contextlib.nullcontext()
+        self.rows: list[Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.last = torch.zeros(0, 1, dtype=torch.long)  # each running row's last token, fed next
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def admit(self, rows: Sequence[Row]) -> list[Row]:
+        """Prefill `rows` and draw their first tokens; the rows not yet done join the batch.
+        Returns the rows that finished at their first token."""
+        if not rows:
+            return []
+        width = max(len(row.prompt_ids) for row in rows)
+        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self._forward(rows, ids, mask, positions, cache)
+        for row, token in zip(rows, self._draw(rows, logits), strict=True):
+            row.take(token)
+        self._splice(list(rows), cache, mask)
+        return self._retire()
+
+    def step(self) -> list[Row]:
+        """One new token for every running row; returns the rows that finished with it."""
+        if not self.rows:
+            return []
+        positions = self.mask.sum(-1, keepdim=True)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
+        logits = self._forward(self.rows, self.last, self.mask, positions, self.cache)
+        for row, token in zip(self.rows, self._draw(self.rows, logits), strict=True):
+            row.take(token)
+        self.last = torch.tensor([[row.tokens[-1] if row.tokens else self.pad_id] for row in self.rows])
+        self.last = self.last.to(self.device)
+        return self._retire()
+
+    def drop(self, rows: Sequence[Row]) -> None:
+        """Take `rows` out of the running batch now (their tokens so far stay on them)."""
+        leaving = {id(row) for row in rows}
+        self._keep([i for i, row in enumerate(self.rows) if id(row) not in leaving])
+
+    def _forward(
+        self, rows: Sequence[Row], ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+    ) -> torch.Tensor:
+        """The last position's logits (rows, vocab) in fp32, `cache` extended by `ids`."""
+        adapters = [row.adapter for row in rows]
+        mixed = mixed_adapters(self.model, adapters, self.slots) if any(adapters) else contextlib.nullcontext()
+        with torch.no_grad(), self.autocast, mixed:
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        return out.logits[:, -1].float()
+
+    def _draw(self, rows: Sequence[Row], logits: torch.Tensor) -> list[int]:
+        """Each row's next token from its logits: argmax, or a draw with its own settings."""
+        tokens = logits.argmax(-1).tolist()
+        for i, row in enumerate(rows):
+            if row.temperature > 0:
+                tokens[i] = _sample(logits[i], row.temperature, row.top_p, row.generator)
+        return tokens
+
+    def _splice(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Add `rows` (their prefilled `cache` and `mask`) to the running batch, padding the
+        shorter cache on the left; then let the rows already done go."""
+        last = torch.tensor([[row.tokens[-1] if row.tokens else self.pad_id] for row in rows]).to(self.device)
+        if self.cache is None or not self.rows:
+            self.rows, self.cache, self.mask, self.last = rows, cache, mask, last
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for ours, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            ours.keys = torch.cat([_left_pad(ours.keys, width), _left_pad(theirs.keys, width)])
+            ours.values = torch.cat([_left_pad(ours.values, width), _left_pad(theirs.values, width)])
+        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
+        self.rows, self.last = self.rows + rows, torch.cat([self.last, last])
+
+    def _retire(self) -> list[Row]:
+        """Remove and return the rows that are done."""
+        finished = [row for row in self.rows if row.done]
+        if finished:
+            self._keep([i for i, row in enumerate(self.rows) if not row.done])
+        return finished
+
+    def _keep(self, kept: list[int]) -> None:
+        """Keep only rows `kept` (indices), then trim cache columns no kept row uses."""
+        if len(kept) == len(self.rows):
+            return
+        index = torch.tensor(kept, dtype=torch.long, device=self.device)
+        self.rows = [self.rows[i] for i in kept]
+        self.mask, self.last = self.mask[index], self.last[index]
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else self.mask.shape[1]
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index, :, start:], layer.values[index, :, start:]
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    """`tensor` with zeros prepended along `dim` up to `width`."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """A token drawn from softmax(logits / temperature), cut to the smallest set of tokens whose
+    probability reaches `top_p` (nucleus sampling)."""
+    probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
+    if top_p < 1.0:
+        ordered, order = probabilities.sort(descending=True)
+        outside = ordered.cumsum(-1) - ordered >= top_p  # tokens after the nucleus is full
+        ordered[outside] = 0.0
+        probabilities = torch.zeros_like(probabilities).scatter_(0, order, ordered)
+    return int(torch.multinomial(probabilities, 1, generator=generator))

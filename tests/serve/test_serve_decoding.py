@@ -1,0 +1,130 @@
+"""Continuous decoding (lorakit/serve/engine/decoding.py): rows joining and leaving a running batch
+each get what their adapter alone generates, greedy or seeded sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from serve_helpers import add_random_adapter
+
+from lorakit.errors import LorakitError
+from lorakit.lora import set_adapter
+from lorakit.serve.engine.decoding import Decoder, Row, _sample
+from tiny_models import tiny_llama
+
+TARGETS = ["q_proj", "v_proj"]
+NO_EOS = frozenset()
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    model = tiny_llama()
+    add_random_adapter(model, "a", r=4, task_type="CAUSAL_LM", targets=TARGETS, seed=1)
+    add_random_adapter(model, "b", r=8, task_type="CAUSAL_LM", targets=TARGETS, seed=2)
+    set_adapter(model, None)
+    return model.eval()
+
+
+def alone(model: torch.nn.Module, adapter: str | None, prompt: list[int], count: int) -> list[int]:
+    """Greedy tokens of `prompt` on `adapter` alone, without a cache: the whole sequence each step."""
+    set_adapter(model, adapter)
+    ids = list(prompt)
+    try:
+        for _ in range(count):
+            with torch.no_grad():
+                ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    finally:
+        set_adapter(model, None)
+    return ids[len(prompt) :]
+
+
+def run_to_end(decoder: Decoder, arrivals: dict[int, list[Row]]) -> list[tuple[int, Row]]:
+    """Step until no row runs, admitting `arrivals[s]` before step s; (step, row) as rows finish."""
+    finished, step = [], 0
+    while decoder.rows or any(s >= step for s in arrivals):
+        finished += [(step, row) for row in decoder.admit(arrivals.get(step, []))]
+        finished += [(step, row) for row in decoder.step()]
+        step += 1
+    return finished
+
+
+def test_rows_joining_and_leaving_generate_what_each_adapter_alone_does(model) -> None:
+    rows = {
+        "a": Row("a", [5, 6, 7], max_new_tokens=6, eos_ids=NO_EOS),
+        "base": Row(None, [9, 10, 11, 12, 13], max_new_tokens=2, eos_ids=NO_EOS),
+        "b": Row("b", [20, 21, 22, 23, 24, 25, 26], max_new_tokens=5, eos_ids=NO_EOS),
+        "a-late": Row("a", [30], max_new_tokens=3, eos_ids=NO_EOS),
+    }
+    decoder = Decoder(model, pad_id=0)
+    arrivals = {0: [rows["a"], rows["base"]], 2: [rows["b"]], 4: [rows["a-late"]]}
+    finished = run_to_end(decoder, arrivals)
+    assert alone(model, "a", [5, 6, 7], 6) != alone(model, None, [5, 6, 7], 6)  # the adapters matter
+    for row in rows.values():
+        assert row.tokens == alone(model, row.adapter, row.prompt_ids, row.max_new_tokens), row
+        assert row.finish_reason == "length"
+    steps = {id(row): step for step, row in finished}
+    assert steps[id(rows["base"])] == 0  # its 2nd token came with the first step: it left at once
+    assert len(finished) == 4 and not decoder.rows
+
+
+def test_the_cache_is_trimmed_to_the_longest_live_row(model) -> None:
+    long, short = Row("a", list(range(4, 24)), 2, NO_EOS), Row("b", [4, 5], 6, NO_EOS)
+    decoder = Decoder(model, pad_id=0)
+    decoder.admit([long, short])
+    assert decoder.mask.shape == (2, 20)
+    assert decoder.step() == [long]  # its 2 tokens: prefill's and this step's
+    # Only the short row is left: its 2 prompt tokens and 1 generated one, no padding.
+    assert decoder.mask.shape == (1, 3) and decoder.mask.all()
+    assert decoder.cache.layers[0].keys.shape[0] == 1 and decoder.cache.layers[0].keys.shape[2] == 3
+    while decoder.rows:
+        decoder.step()
+    assert short.tokens == alone(model, "b", [4, 5], 6)
+
+
+def test_an_end_of_sequence_token_stops_its_row_only(model) -> None:
+    expected = alone(model, "b", [40, 41], 6)
+    eos = expected[2]  # the third token it would generate
+    stopping = Row("b", [40, 41], 6, frozenset({eos}))
+    other = Row("a", [50, 51, 52], 4, NO_EOS)
+    decoder = Decoder(model, pad_id=0)
+    run_to_end(decoder, {0: [stopping, other]})
+    assert stopping.finish_reason == "stop" and stopping.tokens == expected[: expected.index(eos)]
+    assert other.tokens == alone(model, "a", [50, 51, 52], 4)
+
+
+def test_a_dropped_row_leaves_at_once_and_the_others_go_on(model) -> None:
+    gone, kept = Row("a", [60, 61], 20, NO_EOS), Row(None, [62, 63, 64], 5, NO_EOS)
+    decoder = Decoder(model, pad_id=0)
+    decoder.admit([gone, kept])
+    decoder.step()
+    decoder.drop([gone])
+    assert decoder.rows == [kept] and len(gone.tokens) == 2 and gone.finish_reason is None
+    run_to_end(decoder, {})
+    assert kept.tokens == alone(model, None, [62, 63, 64], 5)
+
+
+def test_a_seed_reproduces_a_sampled_row_whatever_shares_its_batch(model) -> None:
+    def sampled(seed: int) -> Row:
+        return Row("a", [70, 71], 8, NO_EOS, temperature=1.5, top_p=0.9, seed=seed)
+
+    by_itself = sampled(7)
+    run_to_end(Decoder(model, pad_id=0), {0: [by_itself]})
+    crowded, other_seed = sampled(7), sampled(8)
+    greedy = Row("b", [72, 73, 74, 75], 8, NO_EOS)
+    run_to_end(Decoder(model, pad_id=0), {0: [greedy, other_seed], 1: [crowded]})
+    assert crowded.tokens == by_itself.tokens
+    assert other_seed.tokens != by_itself.tokens
+    assert greedy.tokens == alone(model, "b", [72, 73, 74, 75], 8)
+
+
+def test_nucleus_sampling_keeps_the_smallest_set_reaching_top_p() -> None:
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    draws = {_sample(logits, 1.0, 0.8, torch.Generator().manual_seed(s)) for s in range(200)}
+    assert draws == {0, 1}  # 0.5 + 0.3 reach 0.8
+    assert {_sample(logits, 1.0, 1e-6, torch.Generator().manual_seed(s)) for s in range(50)} == {0}
+    assert {_sample(logits, 1.0, 1.0, torch.Generator().manual_seed(s)) for s in range(400)} == {0, 1, 2, 3}
+
+
+def test_an_empty_prompt_is_refused() -> None:
+    with pytest.raises(LorakitError, match="the prompt is empty"):
+        Row(None, [], 4, NO_EOS)
