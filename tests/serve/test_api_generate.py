@@ -176,3 +176,35 @@ def test_bad_generation_requests_get_a_json_4xx(url: str, path: str, body: dict,
     assert response.json()["error"]["code"] == code
     assert "\n" not in response.json()["error"]["message"]
     assert requests.get(f"{url}/health", timeout=10).json()["status"] == "ok"
+
+
+def test_vllm_adapter_endpoints_load_by_path_inside_the_adapters_folder_only(url: str, folders: dict) -> None:
+    """vLLM's POST /v1/load_lora_adapter and /v1/unload_lora_adapter: an adapter folder served under
+    a new name answers as the same adapter does; paths leading out of the adapters folder are 403."""
+
+    def post(path: str, body: dict) -> requests.Response:
+        return requests.post(f"{url}/v1/{path}", json=body, timeout=60)
+
+    def error_code(response: requests.Response) -> str:
+        return response.json()["error"]["code"]
+
+    copy = {"lora_name": "g1-copy", "lora_path": str(folders["adapters"] / "g1")}
+    loaded = post("load_lora_adapter", copy)
+    assert loaded.status_code == 200 and loaded.text == "Success: LoRA adapter 'g1-copy' added successfully."
+    texts = [complete(url, name, PROMPTS[0]).json()["choices"][0]["text"] for name in ("g1-copy", "g1")]
+    assert texts[0] == texts[1]
+    again = post("load_lora_adapter", copy)
+    assert again.status_code == 400 and error_code(again) == "adapter_loaded"
+    assert post("load_lora_adapter", {**copy, "load_inplace": True}).status_code == 200
+    unloaded = post("unload_lora_adapter", {"lora_name": "g1-copy"})
+    assert unloaded.status_code == 200 and unloaded.text == "Success: LoRA adapter 'g1-copy' removed successfully."
+    assert complete(url, "g1-copy", PROMPTS[0]).status_code == 404
+    assert error_code(post("unload_lora_adapter", {"lora_name": "g1-copy"})) == "adapter_not_loaded"
+    relative = post("load_lora_adapter", {"lora_name": "g2-copy", "lora_path": "g2"})  # read from the folder
+    assert relative.status_code == 200 and post("unload_lora_adapter", {"lora_name": "g2-copy"}).status_code == 200
+    for outside in (str(folders["base"]), "../base", str(folders["adapters"] / ".." / "base")):
+        refused = post("load_lora_adapter", {"lora_name": "x", "lora_path": outside})
+        assert refused.status_code == 403 and error_code(refused) == "path_forbidden", outside
+    missing = post("load_lora_adapter", {"lora_name": "x", "lora_path": "nope"})
+    assert missing.status_code == 404 and error_code(missing) == "adapter_not_found"
+    assert post("load_lora_adapter", {"lora_name": "x"}).status_code == 400  # lora_path is required

@@ -82,3 +82,24 @@ class AdapterLoadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+
+
+class LoraLoadRequest(BaseModel):
+    """vLLM's `POST /v1/load_lora_adapter`: adapter `lora_path` (a folder inside the adapters
+    folder; a relative path is read from there) served as `lora_name`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora_name: str
+    lora_path: str
+    load_inplace: bool = False
+
+
+class LoraUnloadRequest(BaseModel):
+    """vLLM's `POST /v1/unload_lora_adapter`: unload `lora_name` (`lora_int_id` is vLLM's own id,
+    accepted and unused: names identify adapters here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora_name: str
+    lora_int_id: int | None = None

@@ -3,20 +3,27 @@
 GET    /v1/models          the base and every adapter (loaded, or waiting in the adapters folder)
 POST   /v1/adapters        {"name"}: load from the adapters folder now (names only, never paths)
 DELETE /v1/adapters/{name} unload (the folder stays on disk)
+
+vLLM's own pair, for clients written against it (plain-text "Success: ..." answers, as vLLM's):
+POST   /v1/load_lora_adapter    {"lora_name", "lora_path"}: a folder inside the adapters folder
+                                (403 elsewhere), served under `lora_name`; 400 if that name is loaded
+POST   /v1/unload_lora_adapter  {"lora_name"}: unload it
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.adapters import is_name
 from lorakit.serve.http.calls import fetch_adapter
 from lorakit.serve.http.deps import EngineDep, StartedDep
 from lorakit.serve.http.errors import ApiError
-from lorakit.serve.http.schemas import AdapterLoadRequest
+from lorakit.serve.http.schemas import AdapterLoadRequest, LoraLoadRequest, LoraUnloadRequest
 
 router = APIRouter()
 
@@ -67,3 +74,43 @@ async def unload_adapter(name: str, engine: EngineDep) -> dict:
         status, code = (409, "adapter_busy") if name in loaded else (404, "adapter_not_loaded")
         raise ApiError(status, code, str(error)) from None
     return {"name": name, "loaded": False}
+
+
+@router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
+async def load_lora_adapter(body: LoraLoadRequest, engine: EngineDep) -> str:
+    """vLLM's load: the folder `lora_path`, confined to the adapters folder, as `lora_name`."""
+    folder = _inside_adapters_folder(engine.registry.adapters_dir, body.lora_path)
+    loaded = {entry["name"] for entry in await asyncio.to_thread(engine.registry.list) if entry["loaded"]}
+    if body.lora_name in loaded:
+        if not body.load_inplace:
+            raise ApiError(400, "adapter_loaded", f"the LoRA adapter {body.lora_name!r} has already been loaded")
+        await unload_adapter(body.lora_name, engine)
+    if not folder.is_dir():
+        raise ApiError(404, "adapter_not_found", f"no adapter folder at lora_path {body.lora_path}")
+    try:
+        await asyncio.to_thread(engine.registry.load, folder, body.lora_name)
+    except LorakitError as error:  # a bad name, or a folder that is no adapter of this base
+        code = "invalid_adapter_name" if not is_name(body.lora_name) else "adapter_unfit"
+        raise ApiError(400, code, str(error)) from None
+    return f"Success: LoRA adapter '{body.lora_name}' added successfully."
+
+
+@router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
+async def unload_lora_adapter(body: LoraUnloadRequest, engine: EngineDep) -> str:
+    """vLLM's unload of `lora_name` (404 when not loaded, 409 while a running batch uses it)."""
+    await unload_adapter(body.lora_name, engine)
+    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+
+
+def _inside_adapters_folder(adapters: Path | None, path: str) -> Path:
+    """`path` resolved (links followed; relative to the adapters folder) if it lies inside it.
+
+    Raises:
+        ApiError: 403 when the server has no adapters folder or the path leads out of it.
+    """
+    if adapters is None:
+        raise ApiError(403, "path_forbidden", "this server has no adapters folder; it loads no adapter by path")
+    folder = (adapters / Path(path).expanduser()).resolve()
+    if not folder.is_relative_to(adapters):
+        raise ApiError(403, "path_forbidden", f"lora_path must lie inside the adapters folder {adapters}")
+    return folder
