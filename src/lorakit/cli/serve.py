@@ -36,8 +36,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $LORAKIT_API_KEY, else off)")
     group = parser.add_argument_group("batching and memory")
-    group.add_argument("--max-batch-size", type=int, default=32, help="rows per batch (default 32)")
-    group.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a row waits for others (default 5)")
+    group.add_argument(
+        "--max-batch-size", type=int, default=32, help="rows per batch; generation: rows decoding at once (default 32)"
+    )
+    group.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="classification: how long a row waits for others (default 5); generation rows never wait: "
+        "they join the running batch at its next step",
+    )
     group.add_argument("--max-adapter-bytes", type=int, default=256 * 2**20, help="adapter memory budget (256 MiB)")
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX-512 bf16)")
     group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

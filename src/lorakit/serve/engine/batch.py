@@ -4,7 +4,7 @@
                                                         ├─ adapter_of(request): its AdapterInfo, or its error
                                                         └─ forward(rows): no_grad · autocast · mixed_adapters
 
-`classify.run_classification` and `generate.run_generation` take a `Batch` and their requests.
+`classify.run_classification` takes a `Batch` and its requests (generation runs in the scheduler).
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.errors import LorakitError
-
-_LATENCY_WINDOW = 1000  # latencies kept for percentiles
+from lorakit.serve.engine.tally import Tally
 
 
 @dataclass
@@ -65,10 +64,7 @@ class Batcher:
         self._waiting: collections.deque[Request] = collections.deque()  # taken from the queue, other key
         self._closed = False
         self._lock = threading.Lock()
-        self._counters = {"requests": 0, "completed": 0, "failed": 0, "cancelled": 0, "batches": 0}
-        self._batch_sizes: collections.Counter[int] = collections.Counter()
-        self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
-        self._latency_sum = 0.0
+        self.tally = Tally()
         self._worker = threading.Thread(target=self._work, name=name, daemon=True)
         self._worker.start()
 
@@ -78,8 +74,8 @@ class Batcher:
         with self._lock:
             if self._closed:
                 raise LorakitError("the serving engine is shut down; start a new one")
-            self._counters["requests"] += 1
-        request.future.add_done_callback(lambda future: self._finished(request, future))
+        self.tally.submitted()
+        request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
         self._queue.put(request)
         return request.future
 
@@ -93,32 +89,8 @@ class Batcher:
         self._worker.join(timeout)
 
     def metrics(self) -> dict:
-        """Counters: requests, completed, failed, cancelled, batches, batch_sizes {size: count},
-        queued, and latency (submit → result) in seconds: mean over all, p50/p95/max over the last 1000."""
-        with self._lock:
-            latencies = sorted(self._latencies)
-            finished = self._counters["completed"] + self._counters["failed"]
-            return {
-                **self._counters,
-                "queued": self._queue.qsize() + len(self._waiting),
-                "batch_sizes": dict(sorted(self._batch_sizes.items())),
-                "latency_s": {
-                    "mean": self._latency_sum / finished if finished else None,
-                    "p50": _percentile(latencies, 0.50),
-                    "p95": _percentile(latencies, 0.95),
-                    "max": latencies[-1] if latencies else None,
-                },
-            }
-
-    def _finished(self, request: Request, future: Future) -> None:
-        latency = time.monotonic() - request.submitted
-        with self._lock:
-            if future.cancelled():
-                self._counters["cancelled"] += 1
-                return
-            self._counters["failed" if future.exception() is not None else "completed"] += 1
-            self._latencies.append(latency)
-            self._latency_sum += latency
+        """`Tally.metrics`: counters by outcome, batches and their sizes, queued rows, latency."""
+        return self.tally.metrics(queued=self._queue.qsize() + len(self._waiting))
 
     def _work(self) -> None:
         while True:
@@ -142,9 +114,7 @@ class Batcher:
                 request.future.set_exception(shut_down)
 
     def _run(self, batch: list[Request]) -> None:
-        with self._lock:
-            self._counters["batches"] += 1
-            self._batch_sizes[len(batch)] += 1
+        self.tally.batch(len(batch))
         try:
             self.run_batch(batch)
         except Exception as error:  # a bug or a crash in one batch must not stop the server
@@ -174,9 +144,3 @@ class Batcher:
             else:
                 self._waiting.append(request)
         return batch, False
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return values[min(int(q * len(values)), len(values) - 1)]

@@ -1,10 +1,11 @@
-"""The serving engine: one base model, its adapter registry, and the batching worker.
+"""The serving engine: one base model, its adapter registry, and the worker that runs requests.
 
-    HTTP handler ──► engine.submit_classify / submit_generate ──► Batcher queue
-                                                                     │ worker thread
-                     registry.hold(batch adapters) ◄─────────────────┤ (loads, pins, locks the model)
-                     run_classification / run_generation ◄───────────┘ (one mixed-adapter forward,
-    Future / TokenStream ◄── results, per request                        on the engine's `kind`)
+    HTTP handler ──► engine.submit_classify ──► Batcher queue ──► worker: registry.hold(adapters),
+                                                                  run_classification (one mixed-
+                                                                  adapter forward per batch)
+                 ──► engine.submit_generate ──► Scheduler ──► worker: continuous batching, rows
+                                                             joining and leaving between decode steps
+    Future / TokenStream ◄── results, per request
 
 Settings are checked when a request is submitted (a LorakitError raised at once); an unknown or
 unfit adapter, or an input that is too long, fails that request's Future only.
@@ -27,8 +28,9 @@ from lorakit.serve.engine.adapters import check_name
 from lorakit.serve.engine.batch import Batch
 from lorakit.serve.engine.batcher import Batcher, Request
 from lorakit.serve.engine.classify import ClassifyInput, run_classification
-from lorakit.serve.engine.generate import GenerateInput, Generation, GenerationHandle, run_generation
+from lorakit.serve.engine.generate import GenerateInput, Generation, GenerationHandle
 from lorakit.serve.engine.registry import DEFAULT_MAX_BYTES, AdapterRegistry
+from lorakit.serve.engine.scheduler import Scheduler
 from lorakit.task_kind import TaskKind
 
 SERVED_KINDS = (TaskKind.CLASSIFICATION, TaskKind.CAUSAL_LM)
@@ -41,7 +43,8 @@ class Engine:
         registry: the base model (`registry.model`) and its adapters; its `kind` (CLASSIFICATION or
             CAUSAL_LM) decides what the engine serves.
         tokenizer: the base model's tokenizer.
-        max_batch_size / max_wait_ms: batching (see `Batcher`).
+        max_batch_size / max_wait_ms: classification batching (see `Batcher`); for generation,
+            max_batch_size caps the rows decoding at once (see `Scheduler`).
         max_input_tokens: longest classification input (default: the model's position limit).
         bf16: run forward passes under bfloat16 autocast (about 2× faster on a CPU with AVX-512 bf16).
     """
@@ -63,7 +66,13 @@ class Engine:
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.max_input_tokens = max_input_tokens or self.max_positions
         self.bf16 = bf16
-        self.batcher = Batcher(self._run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        self.batcher: Batcher | Scheduler
+        if self.kind is TaskKind.CLASSIFICATION:
+            self.batcher = Batcher(self._run_batch, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        else:  # max_wait_ms does not apply: a request joins the running batch at the next step
+            self.batcher = Scheduler(
+                registry, tokenizer, self._autocast, max_batch_size=max_batch_size, max_positions=self.max_positions
+            )
 
     def submit_classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> Future:
         """Queue one text (pair); the Future gives `{"label", "probability", "probabilities"}`."""
@@ -87,8 +96,8 @@ class Engine:
         if not isinstance(prompt, str):
             raise LorakitError("prompt must be a string")
         payload = GenerateInput(prompt, max_new_tokens, temperature, top_p)
-        future = self.batcher.submit(payload.batch_key, _adapter_name(adapter), payload)
-        return GenerationHandle(future, payload.stream)
+        future = self.batcher.submit(_adapter_name(adapter), payload)
+        return GenerationHandle(future, payload.stream, payload.abandoned)
 
     async def classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> dict:
         """`submit_classify`, awaited."""
@@ -133,10 +142,7 @@ class Engine:
     def _run_batch(self, requests: list[Request]) -> None:
         with self.registry.hold(request.adapter for request in requests) as held:
             batch = Batch(self.model, self.tokenizer, held, self._autocast(), self.registry.slots)
-            if self.kind is TaskKind.CLASSIFICATION:
-                run_classification(batch, requests, self.max_input_tokens)
-            else:
-                run_generation(batch, requests, self.max_positions)
+            run_classification(batch, requests, self.max_input_tokens)
 
 
 def load_engine(

@@ -144,7 +144,7 @@ class AdapterRegistry:
                 if name not in self._loaded:
                     raise LorakitError(f"adapter {name!r} is not loaded; loaded: {', '.join(self._loaded) or 'none'}")
                 if self._pins.get(name):
-                    raise LorakitError(f"adapter {name!r} is in use by the running batch; retry when it finishes")
+                    raise LorakitError(f"adapter {name!r} is in use by a running request; retry when it finishes")
                 info = self._loaded.pop(name)
                 self._paths.pop(name, None)
             self._drop(info)
@@ -205,21 +205,38 @@ class AdapterRegistry:
             held: dict[str, AdapterInfo | LorakitError] = {}
             for name in dict.fromkeys(n for n in names if n is not None):
                 try:
-                    held[name] = self.get(name)
+                    held[name] = self.pin(name)
                 except LorakitError as error:
                     held[name] = error
-                    continue
-                with self._lock:
-                    self._pins[name] = self._pins.get(name, 0) + 1
             try:
                 yield held
             finally:
-                with self._lock:
-                    for name, info in held.items():
-                        if isinstance(info, AdapterInfo):
-                            self._pins[name] -= 1
-                            if not self._pins[name]:
-                                del self._pins[name]
+                for name, info in held.items():
+                    if isinstance(info, AdapterInfo):
+                        self.unpin(name, evict=False)
+                self._evict_over_budget()
+
+    def pin(self, name: str) -> AdapterInfo:
+        """Adapter `name` (loaded if needed), kept loaded until as many `unpin(name)` calls: a
+        request that runs across many steps pins its adapter for its whole life.
+
+        Raises:
+            LorakitError: as `get`.
+        """
+        with self.model_lock:
+            info = self.get(name)
+            with self._lock:
+                self._pins[name] = self._pins.get(name, 0) + 1
+            return info
+
+    def unpin(self, name: str, evict: bool = True) -> None:
+        """Undo one `pin(name)`; then (`evict`) unload the least recently used adapters over budget."""
+        with self._lock:
+            self._pins[name] -= 1
+            if not self._pins[name]:
+                del self._pins[name]
+        if evict:
+            with self.model_lock:
                 self._evict_over_budget()
 
     def _touch(self, name: str) -> AdapterInfo | None:

@@ -83,7 +83,7 @@ async def stream_response(
         for pump in pumps:
             pump.cancel()
         for handle in handles:
-            handle.future.cancel()  # only takes effect while the row still waits for its batch
+            handle.cancel()  # a running row leaves the batch at the next step
 
     first = await events.get()
     if isinstance(first[1], BaseException):

@@ -1,0 +1,221 @@
+"""Continuous batching for generation: requests join a running batch at the next step and leave it
+the step they finish.
+
+    submit() ──► queue ──► worker thread, each step, holding the model:
+                              admit waiting requests into free rows (their prompts prefilled
+                              together, adapters pinned for the request's life)
+                              drop rows whose client is gone (`GenerationHandle.cancel`)
+                              one decode step for every running row (engine/decoding.py)
+                           ──► new text streamed per row; a finished row's Future resolved at once
+
+A short request admitted beside long ones waits for no one: it leaves as soon as it has its
+tokens. Loading and unloading adapters (which take the model lock) wait at most one step.
+`max_batch_size` caps the running rows; the rest wait in order of arrival.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from lorakit.errors import LorakitError
+from lorakit.serve.engine.batcher import Request
+from lorakit.serve.engine.decoding import Decoder, Row
+from lorakit.serve.engine.generate import GenerateInput, Generation, eos_ids, pad_id
+from lorakit.serve.engine.registry import AdapterRegistry
+from lorakit.serve.engine.tally import Tally
+
+
+@dataclass(eq=False)
+class _Live:
+    """A request on a decoder row: its pinned adapter, and how much of its text is streamed."""
+
+    request: Request
+    row: Row
+    adapter: str | None
+    streamed: int = 0
+
+
+class Scheduler:
+    """One worker thread running every generation request through one continuous `Decoder`.
+
+    Args:
+        registry: the base model (`registry.model`, eval mode) and its adapters (pinned per request).
+        tokenizer: the base model's tokenizer (prompts in, text out).
+        autocast: a new autocast context (bf16, or a null context) for the decoder's forwards.
+        max_batch_size: most rows running at once.
+        max_positions: prompt + max_new_tokens must fit in this many positions.
+    """
+
+    def __init__(
+        self,
+        registry: AdapterRegistry,
+        tokenizer: PreTrainedTokenizerBase,
+        autocast: Callable[[], contextlib.AbstractContextManager],
+        *,
+        max_batch_size: int = 32,
+        max_positions: int,
+        name: str = "lorakit-scheduler",
+    ) -> None:
+        if max_batch_size < 1:
+            raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
+        self.registry = registry
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.max_positions = max_positions
+        self.decoder = Decoder(
+            registry.model, pad_id(tokenizer, eos_ids(registry.model, tokenizer)), registry.slots, autocast()
+        )
+        self.tally = Tally()
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._live: dict[int, _Live] = {}  # id(row) → its request
+        self._closed = False
+        self._lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
+
+    def submit(self, adapter: str | None, payload: GenerateInput) -> Future:
+        """Queue one prompt; its Future resolves to a `Generation` (its text also streams to
+        `payload.stream` as it is generated)."""
+        request = Request("generate", adapter, payload)
+        with self._lock:
+            if self._closed:
+                raise LorakitError("the serving engine is shut down; start a new one")
+        self.tally.submitted()
+        request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
+        self._queue.put(request)
+        return request.future
+
+    def metrics(self) -> dict:
+        """`Tally.metrics`: "batches" are decode steps, "batch_sizes" the rows each ran."""
+        return self.tally.metrics(queued=self._queue.qsize() + len(self._waiting))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking requests, fail the waiting ones, let the running rows finish, join the worker."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        self._worker.join(timeout)
+
+    def _work(self) -> None:
+        stopping = False
+        while not (stopping and not self._live):
+            stopping = self._take(block=not self._live and not self._waiting and not stopping) or stopping
+            if stopping:
+                self._fail_waiting()
+            try:
+                self._step()
+            except Exception as error:  # a bug or a crash must not stop the server: fail the rows it hit
+                self._fail_running(error)
+        self._fail_waiting()
+
+    def _take(self, block: bool) -> bool:
+        """Move queued requests to the waiting line (waiting for one if `block`); True once the
+        stop signal was seen."""
+        try:
+            item = self._queue.get() if block else self._queue.get_nowait()
+            while True:
+                if item is None:
+                    return True
+                self._waiting.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            return False
+
+    def _step(self) -> None:
+        """Admit, drop the abandoned, decode one step, stream and resolve (see the module doc)."""
+        with self.registry.model_lock:
+            rows = self._admit()
+            finished = self.decoder.admit(rows) if rows else []
+            gone = [live for live in self._live.values() if live.request.payload.abandoned.is_set()]
+            self.decoder.drop([live.row for live in gone])
+            if self.decoder.rows:
+                self.tally.batch(len(self.decoder.rows))
+            finished += self.decoder.step()
+        for live in gone:
+            self._end(live, error=CancelledError())
+        for live in self._live.values():
+            self._stream(live)
+        for row in finished:
+            self._end(self._live[id(row)])
+
+    def _admit(self) -> list[Row]:
+        """Rows for waiting requests, up to the free rows; a request that cannot run fails alone."""
+        rows = []
+        while self._waiting and len(self.decoder.rows) + len(rows) < self.max_batch_size:
+            request = self._waiting.popleft()
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            try:
+                rows.append(self._row(request))
+            except LorakitError as error:
+                request.future.set_exception(error)
+        return rows
+
+    def _row(self, request: Request) -> Row:
+        """The decoder row of `request`, its adapter pinned."""
+        settings: GenerateInput = request.payload
+        # As `lorakit generate`: the prompt is read as is; a chat is rendered (with its special
+        # tokens) by lorakit.inference.generation.prompt_text before it gets here.
+        ids = self.tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) + settings.max_new_tokens > self.max_positions:
+            raise LorakitError(
+                f"the prompt is {len(ids)} tokens and max_new_tokens {settings.max_new_tokens}; "
+                f"together they must fit the model's {self.max_positions} positions"
+            )
+        stops = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
+        row = Row(None, ids, settings.max_new_tokens, stops, settings.temperature, settings.top_p)
+        if request.adapter is not None:
+            info = self.registry.pin(request.adapter)
+            if info.label_names is not None:
+                self.registry.unpin(request.adapter)
+                raise LorakitError(f"adapter {info.name!r} is a classifier ({info.task_type}); it cannot generate text")
+            row.adapter = info.model_name
+        self._live[id(row)] = _Live(request, row, request.adapter)
+        return row
+
+    def _stream(self, live: _Live) -> None:
+        """Push the row's new text; a suffix ending in an incomplete character waits for the rest
+        (the text is decoded whole each time, as transformers' TextStreamer does)."""
+        text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd") and not live.row.done:
+            return
+        if len(text) > live.streamed:
+            live.request.payload.stream.push(text[live.streamed :])
+            live.streamed = len(text)
+
+    def _end(self, live: _Live, error: BaseException | None = None) -> None:
+        """Resolve a row that left the decoder, and unpin its adapter."""
+        del self._live[id(live.row)]
+        if live.adapter is not None:
+            self.registry.unpin(live.adapter)
+        future = live.request.future
+        if error is not None:
+            future.set_exception(error)
+            return
+        self._stream(live)
+        text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)
+        generation = Generation(text, live.row.tokens, live.row.finish_reason, prompt_tokens=len(live.row.prompt_ids))
+        future.set_result(generation)
+
+    def _fail_running(self, error: Exception) -> None:
+        self.decoder.drop(self.decoder.rows)
+        for live in list(self._live.values()):
+            self._end(live, error=error)
+
+    def _fail_waiting(self) -> None:
+        shut_down = LorakitError("the serving engine shut down before this request ran")
+        while self._waiting:
+            request = self._waiting.popleft()
+            if request.future.set_running_or_notify_cancel():
+                request.future.set_exception(shut_down)
