@@ -62,6 +62,7 @@ class Row:
 
     @property
     def done(self) -> bool:
+        """Whether the row has finished (at an end-of-sequence id or its max_new_tokens)."""
         return self.finish_reason is not None
 
     def take(self, token: int) -> None:
@@ -97,6 +98,7 @@ class Decoder:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights, and so the batch's tensors, live."""
         return next(self.model.parameters()).device
 
     def admit(self, rows: Sequence[Row]) -> list[Row]:

@@ -25,6 +25,7 @@ class Tally:
         self._latency_sum = 0.0
 
     def submitted(self) -> None:
+        """One request queued."""
         with self._lock:
             self._counters["requests"] += 1
 
