@@ -8,6 +8,8 @@ Requests with another key (e.g. other sampling settings) wait, in order, for a l
 request whose Future was cancelled before its batch starts is skipped. If `run_batch` raises,
 the requests it left unresolved fail with that error and the worker goes on with the next batch.
 Futures are `concurrent.futures.Future`: `asyncio.wrap_future(future)` awaits one.
+`RequestQueue` is what the batcher shares with the generation scheduler (engine/scheduler.py):
+the queue, its counters, and shutting down.
 """
 
 from __future__ import annotations
@@ -36,7 +38,52 @@ class Request:
     submitted: float = field(default_factory=time.monotonic)
 
 
-class Batcher:
+class RequestQueue:
+    """Requests queued for one worker thread (a subclass's `_work`), their counters, shutting down.
+
+    `_queue` holds submitted requests (None: the stop signal); `_waiting`, those the worker took
+    but has not run yet. A subclass sets its own fields, then calls `_start()`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._closed = False
+        self._lock = threading.Lock()
+        self.tally = Tally()
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+
+    def _start(self) -> None:
+        self._worker.start()
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def _enqueue(self, request: Request) -> Future:
+        """Queue `request` (refused once closed); its Future, counted when it ends."""
+        with self._lock:
+            if self._closed:
+                raise LorakitError("the serving engine is shut down; start a new one")
+        self.tally.submitted()
+        request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
+        self._queue.put(request)
+        return request.future
+
+    def metrics(self) -> dict:
+        """`Tally.metrics`: counters by outcome, batches and their sizes, queued rows, latency."""
+        return self.tally.metrics(queued=self._queue.qsize() + len(self._waiting))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking requests and join the worker (what it finishes first: see the subclass)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        self._worker.join(timeout)
+
+
+class Batcher(RequestQueue):
     """Queue + one worker thread calling `run_batch(requests)`, which must resolve every future.
 
     Args:
@@ -57,40 +104,16 @@ class Batcher:
             raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
         if max_wait_ms < 0:
             raise LorakitError(f"max_wait_ms must be 0 or more; got {max_wait_ms}")
+        super().__init__(name)
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
-        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-        self._waiting: collections.deque[Request] = collections.deque()  # taken from the queue, other key
-        self._closed = False
-        self._lock = threading.Lock()
-        self.tally = Tally()
-        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
-        self._worker.start()
+        self._start()
 
     def submit(self, key: Hashable, adapter: str | None, payload: Any) -> Future:
-        """Queue one request; its Future resolves to what `run_batch` sets."""
-        request = Request(key, adapter, payload)
-        with self._lock:
-            if self._closed:
-                raise LorakitError("the serving engine is shut down; start a new one")
-        self.tally.submitted()
-        request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
-        self._queue.put(request)
-        return request.future
-
-    def close(self, timeout: float | None = None) -> None:
-        """Stop taking requests, finish the batch being formed or run, fail the queued ones, join the worker."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._queue.put(None)
-        self._worker.join(timeout)
-
-    def metrics(self) -> dict:
-        """`Tally.metrics`: counters by outcome, batches and their sizes, queued rows, latency."""
-        return self.tally.metrics(queued=self._queue.qsize() + len(self._waiting))
+        """Queue one request; its Future resolves to what `run_batch` sets. On `close()`, the batch
+        being formed or run finishes and the queued requests fail."""
+        return self._enqueue(Request(key, adapter, payload))
 
     def _work(self) -> None:
         while True:

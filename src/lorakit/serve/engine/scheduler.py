@@ -15,10 +15,8 @@ tokens. Loading and unloading adapters (which take the model lock) wait at most 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import queue
-import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
@@ -26,11 +24,10 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from lorakit.errors import LorakitError
-from lorakit.serve.engine.batcher import Request
+from lorakit.serve.engine.batcher import Request, RequestQueue
 from lorakit.serve.engine.decoding import Decoder, Row
 from lorakit.serve.engine.generate import GenerateInput, Generation, eos_ids, pad_id
 from lorakit.serve.engine.registry import AdapterRegistry
-from lorakit.serve.engine.tally import Tally
 
 
 @dataclass(eq=False)
@@ -43,7 +40,7 @@ class _Live:
     streamed: int = 0
 
 
-class Scheduler:
+class Scheduler(RequestQueue):
     """One worker thread running every generation request through one continuous `Decoder`.
 
     Args:
@@ -66,46 +63,22 @@ class Scheduler:
     ) -> None:
         if max_batch_size < 1:
             raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
+        super().__init__(name)
         self.registry = registry
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.max_positions = max_positions
-        self.decoder = Decoder(
-            registry.model, pad_id(tokenizer, eos_ids(registry.model, tokenizer)), registry.slots, autocast()
-        )
-        self.tally = Tally()
-        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-        self._waiting: collections.deque[Request] = collections.deque()
+        padding = pad_id(tokenizer, eos_ids(registry.model, tokenizer))
+        self.decoder = Decoder(registry.model, padding, registry.slots, autocast())
         self._live: dict[int, _Live] = {}  # id(row) → its request
-        self._closed = False
-        self._lock = threading.Lock()
-        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
-        self._worker.start()
+        self._start()
 
     def submit(self, adapter: str | None, payload: GenerateInput) -> Future:
         """Queue one prompt; its Future resolves to a `Generation` (its text also streams to
-        `payload.stream` as it is generated)."""
-        request = Request("generate", adapter, payload)
-        with self._lock:
-            if self._closed:
-                raise LorakitError("the serving engine is shut down; start a new one")
-        self.tally.submitted()
-        request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
-        self._queue.put(request)
-        return request.future
-
-    def metrics(self) -> dict:
-        """`Tally.metrics`: "batches" are decode steps, "batch_sizes" the rows each ran."""
-        return self.tally.metrics(queued=self._queue.qsize() + len(self._waiting))
-
-    def close(self, timeout: float | None = None) -> None:
-        """Stop taking requests, fail the waiting ones, let the running rows finish, join the worker."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._queue.put(None)
-        self._worker.join(timeout)
+        `payload.stream` as it is generated). In `metrics()`, "batches" are decode steps and
+        "batch_sizes" the rows each ran. On `close()`, the waiting requests fail and the running
+        rows finish."""
+        return self._enqueue(Request("generate", adapter, payload))
 
     def _work(self) -> None:
         stopping = False
