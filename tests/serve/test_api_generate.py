@@ -208,3 +208,18 @@ def test_vllm_adapter_endpoints_load_by_path_inside_the_adapters_folder_only(url
     missing = post("load_lora_adapter", {"lora_name": "x", "lora_path": "nope"})
     assert missing.status_code == 404 and error_code(missing) == "adapter_not_found"
     assert post("load_lora_adapter", {"lora_name": "x"}).status_code == 400  # lora_path is required
+
+
+def test_a_seed_reproduces_a_sampled_completion(url: str) -> None:
+    """OpenAI's `seed`: the same seed, the same sampled text, whatever runs beside it."""
+
+    def sampled(seed: int) -> str:
+        response = complete(url, "g2", PROMPTS[2], temperature=1.0, seed=seed)
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["text"]
+
+    first = sampled(7)
+    with ThreadPoolExecutor(4) as pool:  # again, beside other sampled and greedy requests
+        again, *_ = pool.map(lambda seed: sampled(seed) if seed else complete(url, "g1", PROMPTS[0]), [7, 8, 9, 0])
+    assert again == first and sampled(8) != first
+    assert complete(url, "g2", PROMPTS[2], seed="x").status_code == 400

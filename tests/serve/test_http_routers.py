@@ -93,7 +93,14 @@ class StandInEngine:
         return future
 
     def submit_generate(
-        self, adapter: str | None, prompt: str, *, max_new_tokens: int, temperature: float, top_p: float
+        self,
+        adapter: str | None,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
     ) -> GenerationHandle:
         self.submitted.append((adapter, prompt, max_new_tokens, temperature, top_p))
         future: Future = Future()

@@ -89,13 +89,15 @@ class Engine:
         max_new_tokens: int = 64,
         temperature: float = 0.0,
         top_p: float = 1.0,
+        seed: int | None = None,
     ) -> GenerationHandle:
         """Queue one prompt; the handle's Future gives a `Generation`, its `stream` the text as it
-        is generated (iterate it, or `async for`). temperature 0: greedy."""
+        is generated (iterate it, or `async for`). temperature 0: greedy; `seed` makes sampling
+        reproducible, whatever else shares the batch."""
         self._check_kind(TaskKind.CAUSAL_LM, "generate")
         if not isinstance(prompt, str):
             raise LorakitError("prompt must be a string")
-        payload = GenerateInput(prompt, max_new_tokens, temperature, top_p)
+        payload = GenerateInput(prompt, max_new_tokens, temperature, top_p, seed)
         future = self.batcher.submit(_adapter_name(adapter), payload)
         return GenerationHandle(future, payload.stream, payload.abandoned)
 

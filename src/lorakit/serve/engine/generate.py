@@ -18,13 +18,15 @@ from lorakit.serve.engine.stream import TokenStream
 class GenerateInput:
     """A prompt, tokenized as is (render a chat with `lorakit.inference.generation.prompt_text`), and its settings.
 
-    temperature 0 is greedy decoding; otherwise sampling with `temperature` and nucleus `top_p`.
+    temperature 0 is greedy decoding; otherwise sampling with `temperature` and nucleus `top_p`,
+    from a generator seeded with `seed` (None: not reproducible).
     """
 
     prompt: str
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
+    seed: int | None = None
     stream: TokenStream = field(default_factory=TokenStream, compare=False)
     abandoned: threading.Event = field(default_factory=threading.Event, compare=False)  # see GenerationHandle.cancel
 
@@ -35,6 +37,8 @@ class GenerateInput:
             raise LorakitError(f"temperature must be 0 (greedy) or more; got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise LorakitError(f"top_p must be in (0, 1]; got {self.top_p!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise LorakitError(f"seed must be a whole number; got {self.seed!r}")
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ class Scheduler(RequestQueue):
                 f"together they must fit the model's {self.max_positions} positions"
             )
         stops = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
-        row = Row(None, ids, settings.max_new_tokens, stops, settings.temperature, settings.top_p)
+        row = Row(None, ids, settings.max_new_tokens, stops, settings.temperature, settings.top_p, settings.seed)
         if request.adapter is not None:
             info = self.registry.pin(request.adapter)
             if info.label_names is not None:

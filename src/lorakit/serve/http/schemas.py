@@ -39,6 +39,7 @@ class SamplingRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)  # None: 64, or the server's limit if lower
     temperature: float = Field(default=1.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None  # sampling: the same seed, the same text
     stream: bool = False
     n: Literal[1] = 1
     stop: None = None

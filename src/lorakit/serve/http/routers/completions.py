@@ -63,7 +63,7 @@ async def _generate(
 
     def submit_one(prompt: str) -> GenerationHandle:
         return engine.submit_generate(
-            adapter, prompt, max_new_tokens=new_tokens, temperature=body.temperature, top_p=body.top_p
+            adapter, prompt, max_new_tokens=new_tokens, temperature=body.temperature, top_p=body.top_p, seed=body.seed
         )
 
     handles = submit(submit_one, prompts)
