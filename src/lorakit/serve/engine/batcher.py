@@ -9,12 +9,14 @@ request whose Future was cancelled before its batch starts is skipped. If `run_b
 the requests it left unresolved fail with that error and the worker goes on with the next batch.
 Futures are `concurrent.futures.Future`: `asyncio.wrap_future(future)` awaits one.
 `RequestQueue` is what the batcher shares with the generation scheduler (engine/scheduler.py):
-the queue, its counters, and shutting down.
+the queue and its bound (`QueueFull` past `max_queued` waiting rows), each request's deadline
+(`DeadlineExceeded` past `timeout` seconds), its counters, and shutting down.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import threading
 import time
@@ -24,18 +26,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lorakit.errors import LorakitError
+from lorakit.serve.engine.overload import DeadlineExceeded, QueueFull
 from lorakit.serve.engine.tally import Tally
+
+_MAX_RETRY_AFTER_S = 60
 
 
 @dataclass
 class Request:
-    """One queued request: rows with equal `key` may share a batch; `adapter` None means the base."""
+    """One queued request: rows with equal `key` may share a batch; `adapter` None means the base.
+    `deadline`: the `time.monotonic()` past which it fails with DeadlineExceeded (None: never)."""
 
     key: Hashable
     adapter: str | None
     payload: Any
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
 
 
 class RequestQueue:
@@ -43,13 +50,23 @@ class RequestQueue:
 
     `_queue` holds submitted requests (None: the stop signal); `_waiting`, those the worker took
     but has not run yet. A subclass sets its own fields, then calls `_start()`.
+
+    max_queued: most rows waiting (queued, not yet running) before `submit` raises QueueFull
+    (None: unbounded). timeout: seconds a request may take from submit to result before it fails
+    with DeadlineExceeded (None: no limit); the subclass checks deadlines with `_expired`.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, max_queued: int | None = None, timeout: float | None = None) -> None:
+        if max_queued is not None and max_queued < 1:
+            raise LorakitError(f"max_queued must be at least 1; got {max_queued}")
+        if timeout is not None and not timeout > 0:
+            raise LorakitError(f"the request timeout must be more than 0 seconds; got {timeout}")
         self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._waiting: collections.deque[Request] = collections.deque()
         self._closed = False
         self._lock = threading.Lock()
+        self.max_queued = max_queued
+        self.timeout = timeout
         self.tally = Tally()
         self._worker = threading.Thread(target=self._work, name=name, daemon=True)
 
@@ -60,18 +77,42 @@ class RequestQueue:
         raise NotImplementedError
 
     def _enqueue(self, request: Request) -> Future:
-        """Queue `request` (refused once closed); its Future, counted when it ends."""
+        """Queue `request` (refused once closed, or with QueueFull when `max_queued` rows wait);
+        its Future, counted when it ends."""
         with self._lock:
             if self._closed:
                 raise LorakitError("the serving engine is shut down; start a new one")
-        self.tally.submitted()
-        request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
-        self._queue.put(request)
+            if self.max_queued is not None and self._queued() >= self.max_queued:
+                self.tally.refused()
+                raise QueueFull(self.max_queued, self._retry_after())
+            if self.timeout is not None:
+                request.deadline = request.submitted + self.timeout
+            self.tally.submitted()
+            request.future.add_done_callback(lambda future: self.tally.finished(request.submitted, future))
+            self._queue.put(request)
         return request.future
+
+    def _expired(self, request: Request) -> bool:
+        """Whether `request` (running: its Future set running) is past its deadline; if so, it fails
+        with DeadlineExceeded here (the caller drops it)."""
+        if request.deadline is None or time.monotonic() <= request.deadline:
+            return False
+        if not request.future.done():
+            request.future.set_exception(DeadlineExceeded(self.timeout))
+        return True
+
+    def _queued(self) -> int:
+        """Rows submitted and not running yet."""
+        return self._queue.qsize() + len(self._waiting)
+
+    def _retry_after(self) -> int:
+        """Whole seconds a refused client should wait: the median request's time, 1 to 60."""
+        median = self.tally.metrics(queued=0)["latency_s"]["p50"] or 1.0
+        return min(max(math.ceil(median), 1), _MAX_RETRY_AFTER_S)
 
     def metrics(self) -> dict:
         """`Tally.metrics`: counters by outcome, batches and their sizes, queued rows, latency."""
-        return self.tally.metrics(queued=self._queue.qsize() + len(self._waiting))
+        return self.tally.metrics(queued=self._queued())
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking requests and join the worker (what it finishes first: see the subclass)."""
@@ -90,6 +131,8 @@ class Batcher(RequestQueue):
         run_batch: runs one batch (1..max_batch_size requests with one key) in the worker thread.
         max_batch_size: most requests (rows) per batch.
         max_wait_ms: how long the oldest request may wait for others to join its batch.
+        max_queued / timeout: see `RequestQueue` (a request past its deadline when its batch
+            starts fails instead of running).
     """
 
     def __init__(
@@ -98,13 +141,15 @@ class Batcher(RequestQueue):
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
+        max_queued: int | None = None,
+        timeout: float | None = None,
         name: str = "lorakit-batcher",
     ) -> None:
         if max_batch_size < 1:
             raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
         if max_wait_ms < 0:
             raise LorakitError(f"max_wait_ms must be 0 or more; got {max_wait_ms}")
-        super().__init__(name)
+        super().__init__(name, max_queued=max_queued, timeout=timeout)
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
@@ -123,7 +168,7 @@ class Batcher(RequestQueue):
                     self._waiting.appendleft(first)
                 break
             batch, stopping = self._collect(first)
-            batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            batch = [r for r in batch if r.future.set_running_or_notify_cancel() and not self._expired(r)]
             if batch:
                 self._run(batch)
             if stopping:

@@ -4,19 +4,22 @@ the step they finish.
     submit() ──► queue ──► worker thread, each step, holding the model:
                               admit waiting requests into free rows (their prompts prefilled
                               together, adapters pinned for the request's life)
-                              drop rows whose client is gone (`GenerationHandle.cancel`)
+                              drop rows whose client is gone (`GenerationHandle.cancel`) or
+                              whose deadline passed (DeadlineExceeded)
                               one decode step for every running row (engine/decoding.py)
                            ──► new text streamed per row; a finished row's Future resolved at once
 
 A short request admitted beside long ones waits for no one: it leaves as soon as it has its
 tokens. Loading and unloading adapters (which take the model lock) wait at most one step.
-`max_batch_size` caps the running rows; the rest wait in order of arrival.
+`max_batch_size` caps the running rows; the rest wait in order of arrival (at most `max_queued`
+of them: then `submit` raises QueueFull).
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
+import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
@@ -49,6 +52,8 @@ class Scheduler(RequestQueue):
         autocast: a new autocast context (bf16, or a null context) for the decoder's forwards.
         max_batch_size: most rows running at once.
         max_positions: prompt + max_new_tokens must fit in this many positions.
+        max_queued / timeout: see `RequestQueue`; a row past its deadline leaves the batch at the
+            next step and its request fails with DeadlineExceeded (text already streamed stays sent).
     """
 
     def __init__(
@@ -59,11 +64,13 @@ class Scheduler(RequestQueue):
         *,
         max_batch_size: int = 32,
         max_positions: int,
+        max_queued: int | None = None,
+        timeout: float | None = None,
         name: str = "lorakit-scheduler",
     ) -> None:
         if max_batch_size < 1:
             raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
-        super().__init__(name)
+        super().__init__(name, max_queued=max_queued, timeout=timeout)
         self.registry = registry
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -106,28 +113,37 @@ class Scheduler(RequestQueue):
             return False
 
     def _step(self) -> None:
-        """Admit, drop the abandoned, decode one step, stream and resolve (see the module doc)."""
+        """Admit, drop the abandoned and the late, decode one step, stream and resolve (see the module doc)."""
         with self.registry.model_lock:
             rows = self._admit()
             finished = self.decoder.admit(rows) if rows else []
             gone = [live for live in self._live.values() if live.request.payload.abandoned.is_set()]
-            self.decoder.drop([live.row for live in gone])
+            late = [live for live in self._live.values() if live not in gone and self._expired(live.request)]
+            self.decoder.drop([live.row for live in gone + late])
             if self.decoder.rows:
                 self.tally.batch(len(self.decoder.rows))
             finished += self.decoder.step()
         for live in gone:
             self._end(live, error=CancelledError())
+        for live in late:
+            self._end(live, error=live.request.future.exception())
         for live in self._live.values():
             self._stream(live)
         for row in finished:
             self._end(self._live[id(row)])
 
     def _admit(self) -> list[Row]:
-        """Rows for waiting requests, up to the free rows; a request that cannot run fails alone."""
+        """Rows for waiting requests, up to the free rows; a request that cannot run fails alone,
+        and the waiting ones past their deadline fail (DeadlineExceeded) without running."""
+        if self.timeout is not None:
+            for request in [request for request in self._waiting if request.deadline < time.monotonic()]:
+                self._waiting.remove(request)
+                if request.future.set_running_or_notify_cancel():
+                    self._expired(request)
         rows = []
         while self._waiting and len(self.decoder.rows) + len(rows) < self.max_batch_size:
             request = self._waiting.popleft()
-            if not request.future.set_running_or_notify_cancel():
+            if not request.future.set_running_or_notify_cancel() or self._expired(request):
                 continue
             try:
                 rows.append(self._row(request))
@@ -174,7 +190,8 @@ class Scheduler(RequestQueue):
             self.registry.unpin(live.adapter)
         future = live.request.future
         if error is not None:
-            future.set_exception(error)
+            if not future.done():  # a late row's Future already failed (RequestQueue._expired)
+                future.set_exception(error)
             return
         self._stream(live)
         text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)

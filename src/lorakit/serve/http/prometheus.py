@@ -82,8 +82,10 @@ def engine_lines(metrics: Mapping) -> list[str]:
         batch_sizes.observe(size, count)
     lines = _header("lorakit_batch_size", "histogram", "Rows per batch run by the engine.")
     lines += batch_sizes.render("lorakit_batch_size")
-    lines += _header("lorakit_rows_total", "counter", "Rows (texts, prompts) the engine finished, by outcome.")
-    for outcome in ("completed", "failed", "cancelled"):
+    lines += _header(
+        "lorakit_rows_total", "counter", "Rows (texts, prompts) the engine finished or refused (queue full), by outcome."
+    )
+    for outcome in ("completed", "failed", "cancelled", "timed_out", "refused"):
         lines.append(f"lorakit_rows_total{_labels(outcome=outcome)} {batcher[outcome]}")
     lines += _gauge("lorakit_queue_depth", "Rows waiting for a batch.", batcher["queued"])
     lines += _gauge("lorakit_adapters_loaded", "Adapters in memory.", adapters["loaded"])
