@@ -15,7 +15,7 @@ as missing ones do), and a permission it lacks answers 403. /metrics counts requ
 
   tenants:
     - name: acme                           # shown in /metrics
-      key_sha256: 9f86d08...               # printf %s 'KEY' | sha256sum  (or key: "KEY")
+      key_sha256: ebb2d2d...               # printf %s 'KEY' | sha256sum  (or key: "KEY")
       adapters: ["acme-*", "shared-*"]     # glob patterns of the adapter names it may use
       base: false                          # may use the base model directly
       manage: true                         # may load and unload its adapters

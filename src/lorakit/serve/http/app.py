@@ -3,15 +3,16 @@
     POST /v1/classify          {"adapter": name|null, "inputs": [...], "text_pairs"?: [...]}
     POST /v1/completions       OpenAI: {"model": adapter|base, "prompt": str|[str], "max_tokens", "stream", ...}
     POST /v1/chat/completions  OpenAI: {"model", "messages": [{"role", "content"}], ...}
-    GET  /v1/models            the base and every adapter (loaded, or waiting in the adapters folder)
+    GET  /v1/models            the base and every adapter (loaded, or waiting in the adapters folder) the key may use
     POST /v1/adapters          {"name"}: load from the adapters folder now (names only, never paths)
     DELETE /v1/adapters/{name} unload
     GET  /health · GET /metrics (Prometheus text)
 
 Every row of every request goes to the engine's batcher on its own, so rows of one request and of
 other clients' requests share mixed-adapter batches. Failures answer `{"error": {...}}` with a
-4xx status (see `errors`): 400 bad request or input, 401 API key, 404 unknown adapter, 409 an
-adapter that does not fit this server (another base or task) or is busy, 413 body too large.
+4xx status (see `errors`): 400 bad request or input, 401 API key, 403 a permission the key lacks,
+404 unknown adapter, 409 an adapter that does not fit this server (another base or task) or is
+busy, 413 body too large.
 
 With API keys, each key is a tenant (`tenants`): the admin key (--api-key) may do everything, a
 keys file's tenants what the file allows (403 for a permission they lack; 404, as for a missing

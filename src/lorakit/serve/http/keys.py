@@ -2,7 +2,7 @@
 
     tenants:
       - name: acme                      # letters, digits, '.', '_', '-'; shown in /metrics
-        key_sha256: 9f86d0818...        # SHA-256 (hex) of the key: printf %s 'KEY' | sha256sum
+        key_sha256: ebb2d2d30...        # SHA-256 (hex) of the key: printf %s 'KEY' | sha256sum
         adapters: ["acme-*", "shared-summary"]  # glob patterns of the adapter names it may use
         base: false                     # may use the base model directly (default false)
         manage: true                    # may load and unload its adapters (default false)
