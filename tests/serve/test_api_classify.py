@@ -131,7 +131,7 @@ def test_models_lists_base_and_adapters_and_adapters_load_and_unload(url: str, f
     assert metrics.headers["content-type"].startswith("text/plain")
     for name in ("lorakit_adapter_loads_total", "lorakit_adapter_evictions_total", "lorakit_queue_depth"):
         assert f"\n{name} " in metrics.text
-    assert 'lorakit_http_requests_total{endpoint="/v1/adapters/{name}",status="404"}' in metrics.text
+    assert 'lorakit_http_requests_total{endpoint="/v1/adapters/{name}",status="404",tenant="admin"}' in metrics.text
     assert 'lorakit_http_request_duration_seconds_count{endpoint="/v1/classify"}' in metrics.text
 
 

@@ -1,4 +1,4 @@
-"""`lorakit serve` refuses impossible flags with one line and status 2, before loading any model."""
+"""`lorakit serve` refuses impossible flags and bad keys files with one line and status 2, before loading any model."""
 
 from __future__ import annotations
 
@@ -25,4 +25,28 @@ def test_bad_flags_give_one_line_and_status_2(
     assert main(["serve", "--base", "no-such-model", "--adapters", str(tmp_path), *flags]) == 2
     error = capsys.readouterr().err
     assert error.startswith("lorakit serve: error: ") and message in error
+    assert error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "flags", "message"),
+    [
+        ("tenants:\n  - name: acme\n    adapters: [acme-*]\n", [], "keys file KEYS: tenant 'acme' has no key; add"),
+        ("tenants: [", [], "keys file KEYS line 1 is not valid YAML"),
+        (
+            "tenants:\n  - name: acme\n    key: k1\n    base: true\n",
+            ["--api-key", "k1"],
+            "--keys KEYS: tenant 'acme' has the --api-key's key; give the admin its own key",
+        ),
+    ],
+)
+def test_a_bad_keys_file_gives_one_line_and_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, keys: str, flags: list[str], message: str
+) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(keys)
+    argv = ["serve", "--base", "no-such-model", "--adapters", str(tmp_path), "--keys", str(path), *flags]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lorakit serve: error: ") and message.replace("KEYS", str(path)) in error
     assert error.count("\n") == 1

@@ -288,12 +288,12 @@ def test_status_router_alone_reports_health_and_metrics() -> None:
     app = FastAPI()
     app.include_router(status.router)
     app.state.engine, app.state.http_metrics = StandInEngine(TaskKind.CAUSAL_LM), HttpMetrics()
-    app.state.http_metrics.observe("/v1/completions", 200, 0.02)
+    app.state.http_metrics.observe("/v1/completions", 200, "acme", 0.02)
     client = TestClient(app)
     assert client.get("/health").json() == {"status": "ok", "model": BASE, "task_type": "CAUSAL_LM"}
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    assert 'lorakit_http_requests_total{endpoint="/v1/completions",status="200"} 1' in metrics.text
+    assert 'lorakit_http_requests_total{endpoint="/v1/completions",status="200",tenant="acme"} 1' in metrics.text
     assert "\nlorakit_batch_size_count 3\n" in metrics.text and "\nlorakit_adapter_evictions_total 1\n" in metrics.text
 
 
@@ -308,5 +308,6 @@ def test_create_app_mounts_every_router_behind_its_middleware() -> None:
     assert_error(client.post("/v1/classify", content=b"x" * (2 << 20), headers=auth), 413, "body_too_large")
     assert_error(client.get("/v1/nothing", headers=auth), 404, "not_found")
     metrics = client.get("/metrics", headers=auth).text
-    assert 'lorakit_http_requests_total{endpoint="/v1/classify",status="200"} 1' in metrics
-    assert 'lorakit_http_requests_total{endpoint="other",status="404"} 1' in metrics
+    assert 'lorakit_http_requests_total{endpoint="/v1/classify",status="200",tenant="admin"} 1' in metrics
+    assert 'lorakit_http_requests_total{endpoint="other",status="404",tenant="admin"} 1' in metrics
+    assert 'lorakit_http_requests_total{endpoint="/v1/models",status="401",tenant="-"} 1' in metrics

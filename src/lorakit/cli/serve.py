@@ -6,17 +6,33 @@ used evicted beyond --max-adapter-bytes) share it, and requests for different ad
 batches. A classification base serves POST /v1/classify; a causal LM serves the OpenAI-compatible
 POST /v1/completions and /v1/chat/completions. Also: GET /v1/models, POST /v1/adapters {"name"},
 DELETE /v1/adapters/NAME, GET /health, GET /metrics (Prometheus). Clients load adapters by name
-only, never by path. With --api-key (or LORAKIT_API_KEY) every path but /health needs
-`Authorization: Bearer KEY`. Ctrl-C stops the server.
+only, never by path. Ctrl-C stops the server.
+
+API keys: with --api-key KEY (or LORAKIT_API_KEY) and/or --keys FILE, every path but /health needs
+`Authorization: Bearer KEY`. The --api-key is the admin's: everything allowed. FILE (YAML) gives
+each tenant a key and what it may use; a tenant sees and uses only its adapters (others answer 404,
+as missing ones do), and a permission it lacks answers 403. /metrics counts requests per tenant.
+
+  tenants:
+    - name: acme                           # shown in /metrics
+      key_sha256: ebb2d2d...               # printf %s 'KEY' | sha256sum  (or key: "KEY")
+      adapters: ["acme-*", "shared-*"]     # glob patterns of the adapter names it may use
+      base: false                          # may use the base model directly
+      manage: true                         # may load and unload its adapters
+      metrics: false                       # may read /metrics
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from lorakit.errors import LorakitError
 from lorakit.task_kind import TaskKind
+
+if TYPE_CHECKING:
+    from lorakit.serve.http.keys import TenantKey
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $LORAKIT_API_KEY, else off)")
+    parser.add_argument(
+        "--api-key", help="the admin's key: 'Authorization: Bearer KEY', everything allowed (default: $LORAKIT_API_KEY)"
+    )
+    parser.add_argument("--keys", metavar="FILE", help="YAML file of tenants' API keys and permissions (see above)")
     group = parser.add_argument_group("batching and memory")
     group.add_argument(
         "--max-batch-size", type=int, default=32, help="rows per batch; generation: rows decoding at once (default 32)"
@@ -59,6 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run this command with parsed `args`; returns the exit status."""
     _check(args)
+    api_key = args.api_key or os.environ.get("LORAKIT_API_KEY") or None
+    tenant_keys = _tenant_keys(args.keys, api_key)
     import torch
     import uvicorn
 
@@ -78,14 +99,13 @@ def run(args: argparse.Namespace) -> int:
         max_input_tokens=args.max_input_tokens,
         bf16=args.bf16,
     )
-    api_key = args.api_key or os.environ.get("LORAKIT_API_KEY") or None
     limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens_limit)
-    app = create_app(engine, api_key=api_key, limits=limits)
+    app = create_app(engine, api_key=api_key, tenant_keys=tenant_keys, limits=limits)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     adapters = len(engine.registry.list())
-    auth = "API key required" if api_key else "no API key"
+    keys = _keys_summary(api_key, tenant_keys)
     print(
-        f"lorakit serve: {args.base} ({engine.task_type}, {adapters} adapters in {args.adapters}, {auth}) "
+        f"lorakit serve: {args.base} ({engine.task_type}, {adapters} adapters in {args.adapters}, {keys}) "
         f"at http://{args.host}:{args.port}",
         flush=True,
     )
@@ -124,3 +144,25 @@ def _check(args: argparse.Namespace) -> None:
         raise LorakitError(f"--max-wait-ms must be 0 or more; got {args.max_wait_ms}")
     if not os.path.isdir(args.adapters):
         raise LorakitError(f"--adapters {args.adapters} is not a folder; create it, even empty")
+
+
+def _keys_summary(api_key: str | None, tenant_keys: list[TenantKey]) -> str:
+    """What the startup line says of the API keys: "admin key, 3 tenant keys", or "no API key"."""
+    parts = (["admin key"] if api_key else []) + ([f"{len(tenant_keys)} tenant keys"] if tenant_keys else [])
+    return ", ".join(parts) or "no API key"
+
+
+def _tenant_keys(path: str | None, api_key: str | None) -> list[TenantKey]:
+    """The keys file's tenants (none without `path`), refusing one whose key is the admin's."""
+    from lorakit.serve.http.keys import key_digest, read_keys_file
+
+    if path is None:
+        return []
+    tenant_keys = read_keys_file(path)
+    if api_key is not None:
+        for entry in tenant_keys:
+            if entry.digest == key_digest(api_key):
+                raise LorakitError(
+                    f"--keys {path}: tenant {entry.tenant.name!r} has the --api-key's key; give the admin its own key"
+                )
+    return tenant_keys

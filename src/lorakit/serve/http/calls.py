@@ -15,6 +15,7 @@ from lorakit.errors import LorakitError
 from lorakit.serve.engine.adapters import AdapterInfo, is_name
 from lorakit.serve.engine.engine import Engine
 from lorakit.serve.http.errors import ApiError, logger
+from lorakit.serve.http.tenants import Tenant, unknown_adapter
 from lorakit.task_kind import TaskKind
 
 Row = TypeVar("Row")
@@ -30,14 +31,18 @@ def require_kind(engine: Engine, kind: TaskKind, path: str) -> None:
         raise ApiError(400, "wrong_task", message)
 
 
-async def fetch_adapter(engine: Engine, name: str | None) -> AdapterInfo | None:
-    """The adapter, loaded now if needed (in a thread: loading waits for the running batch).
+async def fetch_adapter(engine: Engine, tenant: Tenant, name: str | None) -> AdapterInfo | None:
+    """The adapter `tenant` asks for (None: the base model), loaded now if needed (in a thread:
+    loading waits for the running batch).
 
     Raises:
-        ApiError: 400 invalid_adapter_name, 404 adapter_not_found, 409 adapter_unfit.
+        ApiError: 400 invalid_adapter_name, 403 base_model_forbidden, 404 adapter_not_found (also
+            for an adapter outside the tenant's patterns), 409 adapter_unfit.
     """
     if name is None:
+        tenant.check_base(engine.registry.base_model)
         return None
+    tenant.check_adapter(name)
     try:
         return await asyncio.to_thread(engine.registry.get, name)
     except LorakitError as error:
@@ -49,7 +54,7 @@ async def _adapter_error(engine: Engine, name: str, error: LorakitError) -> ApiE
         return ApiError(400, "invalid_adapter_name", str(error))
     known = {entry["name"] for entry in await asyncio.to_thread(engine.registry.list)}
     if name not in known:
-        return ApiError(404, "adapter_not_found", str(error))
+        return unknown_adapter(name)  # the registry's message names the server's folders
     return ApiError(409, "adapter_unfit", str(error))
 
 

@@ -1,7 +1,8 @@
-"""What the handlers depend on, as FastAPI dependencies read from `app.state` (set by `create_app`).
+"""What the handlers depend on, as FastAPI dependencies read from `app.state` (set by `create_app`),
+and the request's tenant from the request's own state (set by `middleware.BearerAuth`).
 
     @router.post("/v1/classify")
-    async def classify(body: ClassifyRequest, engine: EngineDep, limits: LimitsDep) -> dict: ...
+    async def classify(body: ClassifyRequest, engine: EngineDep, limits: LimitsDep, tenant: TenantDep) -> dict: ...
 
 A router mounted on its own (a test) sets `app.state` the same way, or replaces a dependency:
 `app.dependency_overrides[get_engine] = lambda: stand_in`.
@@ -16,6 +17,7 @@ from fastapi import Depends, Request
 from lorakit.serve.engine.engine import Engine
 from lorakit.serve.http.limits import Limits
 from lorakit.serve.http.prometheus import HttpMetrics
+from lorakit.serve.http.tenants import OPEN, Tenant
 
 
 def get_engine(request: Request) -> Engine:
@@ -38,7 +40,14 @@ def get_started(request: Request) -> int:
     return request.app.state.started
 
 
+def get_tenant(request: Request) -> Tenant:
+    """Who the request acts for: the tenant of its API key (`scope["state"]["tenant"]`), or `OPEN`
+    (everything allowed) on a server without keys, where no `BearerAuth` runs."""
+    return getattr(request.state, "tenant", OPEN)
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 LimitsDep = Annotated[Limits, Depends(get_limits)]
 HttpMetricsDep = Annotated[HttpMetrics, Depends(get_http_metrics)]
 StartedDep = Annotated[int, Depends(get_started)]
+TenantDep = Annotated[Tenant, Depends(get_tenant)]

@@ -1,4 +1,4 @@
-"""ASGI middleware around the API: request metrics (outermost), API-key check, body-size limit.
+"""ASGI middleware around the API: request metrics (outermost), API key → tenant, body-size limit.
 
 Pure ASGI (not Starlette's BaseHTTPMiddleware) so that a streamed response is timed to its last
 byte and a refused request never reaches the app.
@@ -6,7 +6,6 @@ byte and a refused request never reaches the app.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Sequence
 
@@ -14,17 +13,20 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lorakit.serve.http.errors import error_response
+from lorakit.serve.http.keys import KeyTable
 from lorakit.serve.http.prometheus import HttpMetrics
+from lorakit.serve.http.tenants import NO_TENANT
 
 OPEN_PATHS = ("/health",)  # answered without an API key (load balancers probe it)
 
 
 class RequestMetrics:
-    """Count each HTTP request by endpoint (the route's template, e.g. `/v1/adapters/{name}`) and
-    status, and time it from arrival to the end of its response body.
+    """Count each HTTP request by endpoint (the route's template, e.g. `/v1/adapters/{name}`),
+    status and tenant, and time it from arrival to the end of its response body.
 
     routes: the app's endpoints; a request is labelled by the one its method and path fully match,
-    even when it was refused before reaching it (401, 413), else "other" (404, 405).
+    even when it was refused before reaching it (401, 413), else "other" (404, 405). The tenant is
+    the one `BearerAuth` found, else `NO_TENANT` (a server without keys, a refused key, /health).
     """
 
     def __init__(self, app: ASGIApp, metrics: HttpMetrics, routes: Sequence[BaseRoute]) -> None:
@@ -48,7 +50,9 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            self.metrics.observe(self._endpoint(scope), status, time.perf_counter() - start)
+            tenant = scope.get("state", {}).get("tenant")
+            name = tenant.name if tenant is not None else NO_TENANT
+            self.metrics.observe(self._endpoint(scope), status, name, time.perf_counter() - start)
 
     def _endpoint(self, scope: Scope) -> str:
         for route in self.routes:
@@ -59,26 +63,30 @@ class RequestMetrics:
 
 
 class BearerAuth:
-    """Require `Authorization: Bearer <key>` on every path but `OPEN_PATHS` (401 otherwise).
+    """Require `Authorization: Bearer <key>` on every path but `OPEN_PATHS` (401 otherwise), the key
+    one of `keys`; its tenant goes to `scope["state"]["tenant"]` (`deps.get_tenant` reads it there).
 
-    The comparison takes the same time wherever the strings differ (`hmac.compare_digest`).
+    The lookup takes the same time whichever key matched and wherever a key differs (`KeyTable.find`).
     """
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyTable) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer 401 without the expected Authorization header; else run the app."""
+        """Answer 401 without a known key; else run the app as the key's tenant."""
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(given, self.expected):
+        scheme, _, key = given.partition(b" ")
+        tenant = self.keys.find(key) if scheme == b"Bearer" and key else None
+        if tenant is None:
             message = "missing or wrong API key; send the header 'Authorization: Bearer <key>'"
             response = error_response(401, "invalid_api_key", message, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
+        scope.setdefault("state", {})["tenant"] = tenant
         await self.app(scope, receive, send)
 
 

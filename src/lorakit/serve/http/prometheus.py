@@ -1,7 +1,7 @@
 """The server's metrics in the Prometheus text exposition format (version 0.0.4), written by hand:
 a few counters and histograms need no client library.
 
-    lorakit_http_requests_total{endpoint="/v1/classify",status="200"} 12
+    lorakit_http_requests_total{endpoint="/v1/classify",status="200",tenant="acme"} 12
     lorakit_http_request_duration_seconds_bucket{endpoint="/v1/classify",le="0.05"} 9
     lorakit_batch_size_bucket{le="8"} 3
 """
@@ -19,25 +19,26 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HttpMetrics:
-    """Requests by endpoint and status, and a latency histogram per endpoint (thread-safe)."""
+    """Requests by endpoint, status and tenant, and a latency histogram per endpoint (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests: Counter[tuple[str, int]] = Counter()
+        self._requests: Counter[tuple[str, int, str]] = Counter()
         self._latency: dict[str, Histogram] = {}
 
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        """Count one request to `endpoint` answered with `status`, which took `seconds`."""
+    def observe(self, endpoint: str, status: int, tenant: str, seconds: float) -> None:
+        """Count one request of `tenant` (its name) to `endpoint`, answered with `status`, which took `seconds`."""
         with self._lock:
-            self._requests[(endpoint, status)] += 1
+            self._requests[(endpoint, status, tenant)] += 1
             self._latency.setdefault(endpoint, Histogram(LATENCY_BUCKETS)).observe(seconds)
 
     def render(self) -> list[str]:
         """The request counter and latency histograms as exposition lines (HELP, TYPE, samples)."""
         with self._lock:
-            lines = _header("lorakit_http_requests_total", "counter", "HTTP requests by endpoint and status.")
-            for (endpoint, status), count in sorted(self._requests.items()):
-                lines.append(f"lorakit_http_requests_total{_labels(endpoint=endpoint, status=status)} {count}")
+            lines = _header("lorakit_http_requests_total", "counter", "HTTP requests by endpoint, status and tenant.")
+            for (endpoint, status, tenant), count in sorted(self._requests.items()):
+                labels = _labels(endpoint=endpoint, status=status, tenant=tenant)
+                lines.append(f"lorakit_http_requests_total{labels} {count}")
             name = "lorakit_http_request_duration_seconds"
             lines += _header(name, "histogram", "Time from request to the end of the response body.")
             for endpoint, histogram in sorted(self._latency.items()):

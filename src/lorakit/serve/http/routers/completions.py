@@ -1,6 +1,7 @@
 """OpenAI-compatible generation: `POST /v1/completions` and `POST /v1/chat/completions`.
 
-The `model` field names an adapter, or the base model (its name wins over a same-named adapter).
+The `model` field names an adapter, or the base model (its name wins over a same-named adapter; a
+tenant needs the base permission).
 `"stream": true` answers server-sent events (see `lorakit.serve.http.openai`).
 """
 
@@ -16,7 +17,7 @@ from lorakit.inference.generation import prompt_text
 from lorakit.serve.engine.engine import Engine
 from lorakit.serve.engine.generate import GenerationHandle
 from lorakit.serve.http.calls import fetch_adapter, gather, require_kind, row_error, submit
-from lorakit.serve.http.deps import EngineDep, LimitsDep
+from lorakit.serve.http.deps import EngineDep, LimitsDep, TenantDep
 from lorakit.serve.http.errors import ApiError
 from lorakit.serve.http.limits import Limits
 from lorakit.serve.http.openai import Shape, stream_response
@@ -27,21 +28,25 @@ router = APIRouter()
 
 
 @router.post("/v1/completions", response_model=None)
-async def completions(body: CompletionRequest, engine: EngineDep, limits: LimitsDep) -> dict | StreamingResponse:
+async def completions(
+    body: CompletionRequest, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
+) -> dict | StreamingResponse:
     """Complete each prompt as is (no chat template): one choice per prompt."""
     require_kind(engine, TaskKind.CAUSAL_LM, "/v1/completions")
     limits.check_rows(len(body.prompts), "prompt")
     adapter = adapter_for(engine, body.model)
-    await fetch_adapter(engine, adapter)
+    await fetch_adapter(engine, tenant, adapter)
     return await _generate(engine, limits, adapter, body.prompts, body, chat=False)
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatRequest, engine: EngineDep, limits: LimitsDep) -> dict | StreamingResponse:
+async def chat_completions(
+    body: ChatRequest, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
+) -> dict | StreamingResponse:
     """Answer the conversation, rendered with the tokenizer's chat template (as `lorakit generate`)."""
     require_kind(engine, TaskKind.CAUSAL_LM, "/v1/chat/completions")
     adapter = adapter_for(engine, body.model)
-    await fetch_adapter(engine, adapter)
+    await fetch_adapter(engine, tenant, adapter)
     messages = [message.model_dump() for message in body.messages]
     try:
         prompt = prompt_text(engine.tokenizer, messages, TaskKind.CAUSAL_LM)

@@ -8,6 +8,10 @@ vLLM's own pair, for clients written against it (plain-text "Success: ..." answe
 POST   /v1/load_lora_adapter    {"lora_name", "lora_path"}: a folder inside the adapters folder
                                 (403 elsewhere), served under `lora_name`; 400 if that name is loaded
 POST   /v1/unload_lora_adapter  {"lora_name"}: unload it
+
+A tenant sees and names only the adapters its patterns match (the base only with the base
+permission); loading and unloading need the manage permission (403 without). An adapter outside
+its patterns answers as a missing one, and so does a vLLM `lora_path` in another adapter's folder.
 """
 
 from __future__ import annotations
@@ -21,20 +25,24 @@ from fastapi.responses import PlainTextResponse
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.adapters import is_name
 from lorakit.serve.http.calls import fetch_adapter
-from lorakit.serve.http.deps import EngineDep, StartedDep
+from lorakit.serve.http.deps import EngineDep, StartedDep, TenantDep
 from lorakit.serve.http.errors import ApiError
 from lorakit.serve.http.schemas import AdapterLoadRequest, LoraLoadRequest, LoraUnloadRequest
+from lorakit.serve.http.tenants import not_loaded
 
 router = APIRouter()
 
 
 @router.get("/v1/models")
-async def models(engine: EngineDep, started: StartedDep) -> dict:
-    """OpenAI's model list: the base (with its PEFT task_type), then each adapter with its parent."""
+async def models(engine: EngineDep, started: StartedDep, tenant: TenantDep) -> dict:
+    """OpenAI's model list of what `tenant` may use: the base (with its PEFT task_type), then each
+    adapter with its parent."""
     base_id = engine.registry.base_model
     base = {"id": base_id, "object": "model", "created": started, "owned_by": "lorakit"}
-    data = [{**base, "task_type": engine.task_type, "loaded": True}]
+    data = [{**base, "task_type": engine.task_type, "loaded": True}] if tenant.base else []
     for entry in await asyncio.to_thread(engine.registry.list):
+        if not tenant.may_use(entry["name"]):
+            continue
         data.append(
             {
                 **base,
@@ -49,9 +57,10 @@ async def models(engine: EngineDep, started: StartedDep) -> dict:
 
 
 @router.post("/v1/adapters")
-async def load_adapter(body: AdapterLoadRequest, engine: EngineDep) -> dict:
+async def load_adapter(body: AdapterLoadRequest, engine: EngineDep, tenant: TenantDep) -> dict:
     """Load adapter `name` now (404 unknown, 409 unfit for this server); what it is, once loaded."""
-    info = await fetch_adapter(engine, body.name)
+    tenant.check_manage()
+    info = await fetch_adapter(engine, tenant, body.name)
     return {
         "name": info.name,
         "loaded": True,
@@ -63,30 +72,35 @@ async def load_adapter(body: AdapterLoadRequest, engine: EngineDep) -> dict:
 
 
 @router.delete("/v1/adapters/{name}")
-async def unload_adapter(name: str, engine: EngineDep) -> dict:
+async def unload_adapter(name: str, engine: EngineDep, tenant: TenantDep) -> dict:
     """Unload adapter `name` (404 when not loaded, 409 while the running batch uses it)."""
+    tenant.check_manage()
+    tenant.check_adapter(name, loaded=True)
     try:
         await asyncio.to_thread(engine.registry.unload, name)
     except LorakitError as error:
         if not is_name(name):
             raise ApiError(400, "invalid_adapter_name", str(error)) from None
         loaded = {entry["name"] for entry in await asyncio.to_thread(engine.registry.list) if entry["loaded"]}
-        status, code = (409, "adapter_busy") if name in loaded else (404, "adapter_not_loaded")
-        raise ApiError(status, code, str(error)) from None
+        if name not in loaded:
+            raise not_loaded(name) from None  # the registry's message lists every loaded adapter
+        raise ApiError(409, "adapter_busy", str(error)) from None
     return {"name": name, "loaded": False}
 
 
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-async def load_lora_adapter(body: LoraLoadRequest, engine: EngineDep) -> str:
+async def load_lora_adapter(body: LoraLoadRequest, engine: EngineDep, tenant: TenantDep) -> str:
     """vLLM's load: the folder `lora_path`, confined to the adapters folder, as `lora_name`."""
-    folder = _inside_adapters_folder(engine.registry.adapters_dir, body.lora_path)
+    tenant.check_manage()
+    adapters = engine.registry.adapters_dir
+    folder = _inside_adapters_folder(adapters, body.lora_path)
+    tenant.check_adapter(body.lora_name)
     loaded = {entry["name"] for entry in await asyncio.to_thread(engine.registry.list) if entry["loaded"]}
     if body.lora_name in loaded:
         if not body.load_inplace:
             raise ApiError(400, "adapter_loaded", f"the LoRA adapter {body.lora_name!r} has already been loaded")
-        await unload_adapter(body.lora_name, engine)
-    if not folder.is_dir():
-        raise ApiError(404, "adapter_not_found", f"no adapter folder at lora_path {body.lora_path}")
+        await unload_adapter(body.lora_name, engine, tenant)
+    tenant.check_folder(adapters, folder, body.lora_path)
     try:
         await asyncio.to_thread(engine.registry.load, folder, body.lora_name)
     except LorakitError as error:  # a bad name, or a folder that is no adapter of this base
@@ -96,9 +110,9 @@ async def load_lora_adapter(body: LoraLoadRequest, engine: EngineDep) -> str:
 
 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
-async def unload_lora_adapter(body: LoraUnloadRequest, engine: EngineDep) -> str:
+async def unload_lora_adapter(body: LoraUnloadRequest, engine: EngineDep, tenant: TenantDep) -> str:
     """vLLM's unload of `lora_name` (404 when not loaded, 409 while a running batch uses it)."""
-    await unload_adapter(body.lora_name, engine)
+    await unload_adapter(body.lora_name, engine, tenant)
     return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
 
 
