@@ -73,6 +73,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--max-inputs", type=int, default=64, help="texts or prompts per request (default 64)")
     group.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens (default 512)")
     group.add_argument("--max-input-tokens", type=int, help="longest text to classify (default: the model's)")
+    group.add_argument(
+        "--max-queue",
+        type=int,
+        default=1024,
+        help="rows (texts, prompts) waiting to run; past it requests get 503 with Retry-After (default 1024)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        help="seconds a request may take; past it, 504 and its rows leave the batch (default: no limit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_input_tokens=args.max_input_tokens,
         bf16=args.bf16,
+        max_queued=args.max_queue,
+        request_timeout=args.request_timeout,
     )
     limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens_limit)
     app = create_app(engine, api_key=api_key, tenant_keys=tenant_keys, limits=limits)
@@ -136,12 +149,15 @@ def _check(args: argparse.Namespace) -> None:
         "--max-tokens-limit": args.max_tokens_limit,
         "--max-input-tokens": args.max_input_tokens,
         "--threads": args.threads,
+        "--max-queue": args.max_queue,
     }
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise LorakitError(f"{flag} must be at least 1; got {value}")
     if args.max_wait_ms < 0:
         raise LorakitError(f"--max-wait-ms must be 0 or more; got {args.max_wait_ms}")
+    if args.request_timeout is not None and not args.request_timeout > 0:
+        raise LorakitError(f"--request-timeout must be more than 0 seconds; got {args.request_timeout}")
     if not os.path.isdir(args.adapters):
         raise LorakitError(f"--adapters {args.adapters} is not a folder; create it, even empty")
 

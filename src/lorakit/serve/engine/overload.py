@@ -1,9 +1,9 @@
 """Why a request is refused or cut short under load: the queue is full, or its deadline passed.
 
-    QueueFull         more rows are waiting than the queue holds (`max_queued`): HTTP 503 with
-                      Retry-After, so clients back off instead of piling up behind each other
-    DeadlineExceeded  the request was not finished within the server's request timeout: HTTP 504;
-                      a running row leaves the batch at the next step, a waiting one never runs
+QueueFull         more rows are waiting than the queue holds (`max_queued`): HTTP 503 with
+                  Retry-After, so clients back off instead of piling up behind each other
+DeadlineExceeded  the request was not finished within the server's request timeout: HTTP 504;
+                  a running row leaves the batch at the next step, a waiting one never runs
 """
 
 from __future__ import annotations

@@ -7,18 +7,22 @@ requests) share mixed-adapter batches; a row's failure names the row (`inputs[2]
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from fastapi import Request
 
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.adapters import AdapterInfo, is_name
 from lorakit.serve.engine.engine import Engine
+from lorakit.serve.engine.overload import DeadlineExceeded, QueueFull
 from lorakit.serve.http.errors import ApiError, logger
 from lorakit.serve.http.tenants import Tenant, unknown_adapter
 from lorakit.task_kind import TaskKind
 
 Row = TypeVar("Row")
+T = TypeVar("T")
 
 
 def require_kind(engine: Engine, kind: TaskKind, path: str) -> None:
@@ -59,11 +63,39 @@ async def _adapter_error(engine: Engine, name: str, error: LorakitError) -> ApiE
 
 
 def submit(submit_one: Callable[[Row], Any], rows: Sequence[Row]) -> list:
-    """`submit_one(row)` for every row, all before any is awaited (so they can share a batch)."""
+    """`submit_one(row)` for every row, all before any is awaited (so they can share a batch); if
+    one is refused (bad input, queue full), the rows already submitted are cancelled."""
+    submitted = []
     try:
-        return [submit_one(row) for row in rows]
+        for row in rows:
+            submitted.append(submit_one(row))
     except LorakitError as error:
+        for handle in submitted:
+            handle.cancel()  # a Future, or a GenerationHandle
         raise row_error(error) from None
+    return submitted
+
+
+async def unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, or HTTP 499 (nginx's "client closed request") as soon as the client
+    disconnects; the work is then cancelled (cancel its engine rows in a `finally`)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        raise ApiError(499, "client_closed_request", "the client disconnected before the answer was ready")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the body was read already: the next ASGI message is
+    `http.disconnect`, which comes when the client goes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def gather(futures: Sequence[Future], field: str) -> list:
@@ -77,7 +109,12 @@ async def gather(futures: Sequence[Future], field: str) -> list:
 
 
 def row_error(error: BaseException) -> ApiError:
-    """A row's failure: bad input (a LorakitError: 400), else a server error (500, logged)."""
+    """A row's failure: the queue full (503 with Retry-After), its deadline passed (504), bad input
+    (another LorakitError: 400), else a server error (500, logged)."""
+    if isinstance(error, QueueFull):
+        return ApiError(503, "overloaded", str(error), headers={"Retry-After": str(error.retry_after)})
+    if isinstance(error, DeadlineExceeded):
+        return ApiError(504, "timeout", str(error))
     if isinstance(error, LorakitError):
         return ApiError(400, "invalid_input", str(error))
     logger.error("a row failed", exc_info=error)

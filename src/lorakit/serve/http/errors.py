@@ -17,17 +17,19 @@ from starlette.exceptions import HTTPException
 
 logger = logging.getLogger("lorakit.serve")
 
-ERROR_TYPES = {401: "authentication_error", 500: "server_error", 503: "server_error"}
+ERROR_TYPES = {401: "authentication_error", 500: "server_error", 503: "server_error", 504: "server_error"}
 
 
 class ApiError(Exception):
-    """A request that cannot be served: HTTP `status`, a machine-readable `code`, a one-line `message`."""
+    """A request that cannot be served: HTTP `status`, a machine-readable `code`, a one-line
+    `message`, and response `headers` (e.g. Retry-After)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def error_body(status: int, code: str, message: str) -> dict:
@@ -46,7 +48,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -84,7 +84,7 @@ def engine_lines(metrics: Mapping) -> list[str]:
     lines = _header("lorakit_batch_size", "histogram", "Rows per batch run by the engine.")
     lines += batch_sizes.render("lorakit_batch_size")
     lines += _header(
-        "lorakit_rows_total", "counter", "Rows (texts, prompts) the engine finished or refused (queue full), by outcome."
+        "lorakit_rows_total", "counter", "Rows (texts, prompts) by outcome; refused: turned away, queue full."
     )
     for outcome in ("completed", "failed", "cancelled", "timed_out", "refused"):
         lines.append(f"lorakit_rows_total{_labels(outcome=outcome)} {batcher[outcome]}")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from lorakit.errors import LorakitError
 from lorakit.inference.generation import prompt_text
 from lorakit.serve.engine.engine import Engine
 from lorakit.serve.engine.generate import GenerationHandle
-from lorakit.serve.http.calls import fetch_adapter, gather, require_kind, row_error, submit
+from lorakit.serve.http.calls import fetch_adapter, gather, require_kind, row_error, submit, unless_gone
 from lorakit.serve.http.deps import EngineDep, LimitsDep, TenantDep
 from lorakit.serve.http.errors import ApiError
 from lorakit.serve.http.limits import Limits
@@ -29,19 +29,19 @@ router = APIRouter()
 
 @router.post("/v1/completions", response_model=None)
 async def completions(
-    body: CompletionRequest, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
+    body: CompletionRequest, request: Request, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
 ) -> dict | StreamingResponse:
     """Complete each prompt as is (no chat template): one choice per prompt."""
     require_kind(engine, TaskKind.CAUSAL_LM, "/v1/completions")
     limits.check_rows(len(body.prompts), "prompt")
     adapter = adapter_for(engine, body.model)
     await fetch_adapter(engine, tenant, adapter)
-    return await _generate(engine, limits, adapter, body.prompts, body, chat=False)
+    return await _generate(request, engine, limits, adapter, body.prompts, body, chat=False)
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
+    body: ChatRequest, request: Request, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
 ) -> dict | StreamingResponse:
     """Answer the conversation, rendered with the tokenizer's chat template (as `lorakit generate`)."""
     require_kind(engine, TaskKind.CAUSAL_LM, "/v1/chat/completions")
@@ -52,7 +52,7 @@ async def chat_completions(
         prompt = prompt_text(engine.tokenizer, messages, TaskKind.CAUSAL_LM)
     except LorakitError as error:
         raise ApiError(400, "invalid_messages", str(error)) from None
-    return await _generate(engine, limits, adapter, [prompt], body, chat=True)
+    return await _generate(request, engine, limits, adapter, [prompt], body, chat=True)
 
 
 def adapter_for(engine: Engine, model: str) -> str | None:
@@ -61,9 +61,16 @@ def adapter_for(engine: Engine, model: str) -> str | None:
 
 
 async def _generate(
-    engine: Engine, limits: Limits, adapter: str | None, prompts: Sequence[str], body: SamplingRequest, chat: bool
+    request: Request,
+    engine: Engine,
+    limits: Limits,
+    adapter: str | None,
+    prompts: Sequence[str],
+    body: SamplingRequest,
+    chat: bool,
 ) -> dict | StreamingResponse:
-    """Submit every prompt, then the whole body, or its event stream when `body.stream`."""
+    """Submit every prompt, then the whole body, or its event stream when `body.stream`. If the
+    client disconnects, or one prompt fails, the other prompts' rows are given up at once."""
     new_tokens = limits.new_tokens(body.max_tokens)
 
     def submit_one(prompt: str) -> GenerationHandle:
@@ -75,4 +82,10 @@ async def _generate(
     shape = Shape(chat=chat, model=body.model)
     if body.stream:
         return await stream_response(handles, shape, row_error)
-    return shape.body(await gather([handle.future for handle in handles], "prompt"))
+    try:
+        generations = await unless_gone(request, gather([handle.future for handle in handles], "prompt"))
+    except ApiError:
+        for handle in handles:
+            handle.cancel()
+        raise
+    return shape.body(generations)
