@@ -10,8 +10,9 @@
 
 Every row of every request goes to the engine's batcher on its own, so rows of one request and of
 other clients' requests share mixed-adapter batches. Failures answer `{"error": {...}}` with a
-4xx status (see `errors`): 400 bad request or input, 401 API key, 404 unknown adapter, 409 an
-adapter that does not fit this server (another base or task) or is busy, 413 body too large.
+4xx status (see `errors`): 400 bad request or input, 401 API key, 404 unknown adapter, 408 body
+too slow to arrive, 409 an adapter that does not fit this server (another base or task) or is
+busy, 413 body too large.
 
     request ─► RequestMetrics ─► BearerAuth ─► BodyLimit ─► router ─► handler(body, Depends(engine, limits, ...))
 """
@@ -48,7 +49,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits = D
     for router in ROUTERS:
         app.include_router(router)
     # Added innermost first: metrics see every request, auth runs before the body is read.
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     if api_key:
         app.add_middleware(BearerAuth, api_key=api_key)
     # The routers' own routes: `app.routes` holds each included router as one entry, not its routes.
