@@ -16,6 +16,7 @@ from lorakit.cli.main import main
         (["--max-batch-size", "0"], "--max-batch-size must be at least 1"),
         (["--max-inputs", "-1"], "--max-inputs must be at least 1"),
         (["--max-wait-ms", "-5"], "--max-wait-ms must be 0 or more"),
+        (["--body-timeout", "0"], "--body-timeout must be more than 0 seconds"),
         (["--adapters", "/no/such/folder"], "is not a folder"),
     ],
 )

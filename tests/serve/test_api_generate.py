@@ -159,6 +159,8 @@ BAD_REQUESTS = [  # path, body, status, error code
     ("/v1/completions", {"model": "g1", "prompt": " ".join(["w5"] * 60), "stream": True}, 400, "invalid_input"),
     ("/v1/completions", {"model": "g1", "prompt": ["w5"] * 5}, 400, "too_many_inputs"),
     ("/v1/completions", {"model": "g1", "prompt": []}, 400, "invalid_request"),
+    ("/v1/completions", {"model": "g1", "prompt": ""}, 400, "invalid_input"),
+    ("/v1/completions", {"model": "g1", "prompt": ["w5", ""], "stream": True}, 400, "invalid_input"),
     ("/v1/completions", {"model": "g1", "prompt": "w5", "n": 2}, 400, "invalid_request"),
     ("/v1/completions", {"model": "g1", "prompt": "w5", "stop": ["w6"]}, 400, "invalid_request"),
     ("/v1/completions", {"model": "g1", "prompt": "w5", "top_p": 0}, 400, "invalid_request"),

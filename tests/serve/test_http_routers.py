@@ -73,6 +73,7 @@ class StandInEngine:
     as bad input, "crash" as a bug); a generation repeats its prompt word by word (a prompt "bad" fails)."""
 
     kind: TaskKind
+    needs_adapter: bool = False
     registry: StandInRegistry = field(default_factory=StandInRegistry)
     tokenizer: StandInTokenizer = field(default_factory=StandInTokenizer)
     submitted: list[tuple] = field(default_factory=list)
@@ -161,6 +162,7 @@ def test_classify_router_alone_submits_every_row_and_keeps_their_order() -> None
         ({"adapter": "../sent", "inputs": ["w5"]}, 400, "invalid_adapter_name"),
         ({"adapter": "alien", "inputs": ["w5"]}, 409, "adapter_unfit"),
         ({"adapter": "sent", "inputs": ["w5", "bad"]}, 400, "invalid_input"),
+        ({"adapter": "sent", "inputs": ["w5", ""]}, 400, "invalid_input"),
     ],
 )
 def test_classify_router_alone_answers_errors_in_the_error_shape(body: dict, status: int, code: str) -> None:
@@ -175,6 +177,31 @@ def test_classify_router_names_the_failed_row_and_hides_a_bug() -> None:
     assert bad["message"].startswith("inputs[1]: the input is 80 tokens")
     crash = assert_error(client.post("/v1/classify", json={"inputs": ["crash"]}), 500, "internal_error")
     assert crash["type"] == "server_error" and "a bug" not in crash["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"inputs": [""]}, "inputs[0] is blank"),
+        ({"inputs": ["w5", "w6", " \n\t"]}, "inputs[2] is blank"),
+        ({"inputs": ["w5", "w6"], "text_pairs": ["w7", "  "]}, "text_pairs[1] is blank"),
+    ],
+)
+def test_classify_router_refuses_a_blank_text_by_its_index(body: dict, problem: str) -> None:
+    engine = StandInEngine(TaskKind.CLASSIFICATION)
+    error = assert_error(mounted(classify.router, engine).post("/v1/classify", json=body), 400, "invalid_input")
+    assert error["message"] == f"{problem}; send some text to classify"
+    assert engine.submitted == []  # refused before any row reached the engine
+
+
+def test_classify_router_asks_for_an_adapter_when_the_base_has_no_trained_head() -> None:
+    engine = StandInEngine(TaskKind.CLASSIFICATION, needs_adapter=True)
+    client = mounted(classify.router, engine)
+    error = assert_error(client.post("/v1/classify", json={"inputs": ["w5"]}), 400, "adapter_required")
+    assert error["message"].startswith(f"the base model {BASE!r} has no trained classifier head")
+    assert 'set "adapter"' in error["message"]
+    assert engine.submitted == []
+    assert client.post("/v1/classify", json={"adapter": "sent", "inputs": ["w5"]}).status_code == 200
 
 
 def test_classify_router_refuses_a_generation_server() -> None:
@@ -226,12 +253,22 @@ def test_completions_router_streams_server_sent_events() -> None:
         ("/v1/completions", {"model": "sent", "prompt": ["w5", "bad"]}, 400, "invalid_input"),
         ("/v1/completions", {"model": "sent", "prompt": "bad", "stream": True}, 400, "invalid_input"),
         ("/v1/chat/completions", {"model": "sent", "messages": []}, 400, "invalid_request"),
+        ("/v1/completions", {"model": "sent", "prompt": ""}, 400, "invalid_input"),
     ],
 )
 def test_completions_router_alone_answers_errors_in_the_error_shape(
     path: str, body: dict, status: int, code: str
 ) -> None:
     assert_error(mounted(completions.router, StandInEngine(TaskKind.CAUSAL_LM)).post(path, json=body), status, code)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_router_refuses_an_empty_prompt_by_its_index(stream: bool) -> None:
+    engine = StandInEngine(TaskKind.CAUSAL_LM)
+    body = {"model": "sent", "prompt": ["w5", "w6", ""], "stream": stream}
+    error = assert_error(mounted(completions.router, engine).post("/v1/completions", json=body), 400, "invalid_input")
+    assert error["message"] == "prompt[2] is empty; send at least one token of text"
+    assert engine.submitted == []
 
 
 def test_completions_router_refuses_a_classification_server() -> None:
@@ -260,6 +297,7 @@ def test_models_router_alone_lists_loads_and_unloads_from_app_state() -> None:
         "owned_by": "lorakit",
         "task_type": "SEQ_CLS",
         "loaded": True,
+        "needs_adapter": False,
     }
     assert [(a["id"], a["parent"], a["loaded"]) for a in adapters] == [
         ("alien", BASE, False),

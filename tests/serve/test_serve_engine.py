@@ -4,6 +4,7 @@ per-request errors, streaming (sync and asyncio), metrics."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,23 @@ def test_load_engine_from_a_model_folder(tmp_path: Path, classifier_dir: Path) -
     tokenizer(classifier=True).save_pretrained(folder)
     with load_engine(str(folder), adapters_dir=classifier_dir, max_wait_ms=0) as engine:
         assert engine.task_type == "SEQ_CLS"
+        assert engine.needs_adapter is False  # the head was saved with the model: the base classifies alone
+        result = engine.submit_classify("two", text([5, 6, 7])).result(timeout=60)
+        alone = engine.submit_classify(None, text([5, 6, 7])).result(timeout=60)
+    expected = classify_alone(classifier_dir / "two", 2, text([5, 6, 7]))
+    assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-5)
+    assert list(alone["probabilities"].values()) == pytest.approx(classify_alone(None, 3, text([5, 6, 7])), abs=1e-5)
+
+
+def test_a_base_without_a_trained_head_classifies_only_through_adapters(tmp_path: Path, classifier_dir: Path) -> None:
+    """A published encoder (the body alone) loaded as a classifier gets a random head: never answered from."""
+    folder = tmp_path / BASE_NAME
+    tiny_bert().bert.save_pretrained(folder)
+    tokenizer(classifier=True).save_pretrained(folder)
+    with load_engine(str(folder), adapters_dir=classifier_dir, max_wait_ms=0) as engine:
+        assert engine.needs_adapter is True
+        with pytest.raises(LorakitError, match=re.escape(f"the base model '{folder}' has no trained classifier head")):
+            engine.submit_classify(None, text([5, 6, 7]))
         result = engine.submit_classify("two", text([5, 6, 7])).result(timeout=60)
     expected = classify_alone(classifier_dir / "two", 2, text([5, 6, 7]))
     assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-5)

@@ -6,7 +6,11 @@ used evicted beyond --max-adapter-bytes) share it, and requests for different ad
 batches. A classification base serves POST /v1/classify; a causal LM serves the OpenAI-compatible
 POST /v1/completions and /v1/chat/completions. Also: GET /v1/models, POST /v1/adapters {"name"},
 DELETE /v1/adapters/NAME, GET /health, GET /metrics (Prometheus). Clients load adapters by name
-only, never by path. Ctrl-C stops the server.
+only, never by path. A request body must fit --max-body-bytes (else 413, with the connection
+closed) and arrive within --body-timeout seconds of its headers (else 408). uvicorn bounds the
+request head in size (a head still incomplete after 16 KiB is a 400) but not in time, and closes
+an idle connection 5 s after its last answer: facing untrusted clients, put a proxy that times out
+slow heads in front (nginx's client_header_timeout). Ctrl-C stops the server.
 
 API keys: with --api-key KEY (or LORAKIT_API_KEY) and/or --keys FILE, every path but /health needs
 `Authorization: Bearer KEY`. The --api-key is the admin's: everything allowed. FILE (YAML) gives
@@ -69,7 +73,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX-512 bf16)")
     group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     group = parser.add_argument_group("request limits")
-    group.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size (default 1 MiB)")
+    group.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="request body size (default 1 MiB); a larger body is answered 413 after it is read and discarded, "
+        "up to 64 MiB (or 4x this limit), beyond which the connection closes unread",
+    )
+    group.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's whole body to arrive after its headers, else 408 (default 10)",
+    )
     group.add_argument("--max-inputs", type=int, default=64, help="texts or prompts per request (default 64)")
     group.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens (default 512)")
     group.add_argument("--max-input-tokens", type=int, help="longest text to classify (default: the model's)")
@@ -112,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
         max_queued=args.max_queue,
         request_timeout=args.request_timeout,
     )
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens_limit)
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
+        max_inputs=args.max_inputs,
+        max_tokens=args.max_tokens_limit,
+    )
     app = create_app(engine, api_key=api_key, tenant_keys=tenant_keys, limits=limits)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     adapters = len(engine.registry.list())
@@ -158,6 +179,8 @@ def _check(args: argparse.Namespace) -> None:
         raise LorakitError(f"--max-wait-ms must be 0 or more; got {args.max_wait_ms}")
     if args.request_timeout is not None and not args.request_timeout > 0:
         raise LorakitError(f"--request-timeout must be more than 0 seconds; got {args.request_timeout}")
+    if not args.body_timeout > 0:
+        raise LorakitError(f"--body-timeout must be more than 0 seconds; got {args.body_timeout}")
     if not os.path.isdir(args.adapters):
         raise LorakitError(f"--adapters {args.adapters} is not a folder; create it, even empty")
 

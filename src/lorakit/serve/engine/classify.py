@@ -1,4 +1,5 @@
-"""Classification batches: tokenize with padding, one mixed forward, softmax per row over its own labels."""
+"""Classification batches: tokenize with padding, one mixed forward, softmax per row over its own labels;
+and whether the base model's own head was trained (`untrained_head`)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,19 @@ def _encode(tokenizer, payload: ClassifyInput, info: AdapterInfo | None, max_inp
 def _base_labels(model: nn.Module) -> tuple[str, ...]:
     id2label = model.config.id2label
     return tuple(str(id2label[i]) for i in range(len(id2label)))
+
+
+def untrained_head(model: nn.Module) -> list[str]:
+    """The names of the head's parameters (those outside `model.base_model`) that the checkpoint did
+    not hold, so that loading initialised them at random: a published encoder (a sentence
+    transformer) loaded as a classifier has a head, but no trained one. Empty when the head was
+    read from the checkpoint, and for a model built rather than loaded (nothing tells).
+
+    transformers marks every parameter it reads from a checkpoint `_is_hf_initialized`.
+    """
+    parameters = list(model.named_parameters())
+    read = {id(parameter) for _, parameter in parameters if getattr(parameter, "_is_hf_initialized", False)}
+    if not read:
+        return []
+    body = {id(parameter) for parameter in model.base_model.parameters()}
+    return [name for name, parameter in parameters if id(parameter) not in body and id(parameter) not in read]

@@ -8,13 +8,15 @@
     Future / TokenStream ◄── results, per request
 
 Settings are checked when a request is submitted (a LorakitError raised at once); an unknown or
-unfit adapter, or an input that is too long, fails that request's Future only.
+unfit adapter, or an input that is too long, fails that request's Future only. A classification
+base whose checkpoint holds no trained head (`needs_adapter`) classifies only through adapters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -27,13 +29,14 @@ from lorakit.models.loading import load_config
 from lorakit.serve.engine.adapters import check_name
 from lorakit.serve.engine.batch import Batch
 from lorakit.serve.engine.batcher import Batcher, Request
-from lorakit.serve.engine.classify import ClassifyInput, run_classification
+from lorakit.serve.engine.classify import ClassifyInput, run_classification, untrained_head
 from lorakit.serve.engine.generate import GenerateInput, Generation, GenerationHandle
 from lorakit.serve.engine.registry import DEFAULT_MAX_BYTES, AdapterRegistry
 from lorakit.serve.engine.scheduler import Scheduler
 from lorakit.task_kind import TaskKind
 
 SERVED_KINDS = (TaskKind.CLASSIFICATION, TaskKind.CAUSAL_LM)
+logger = logging.getLogger("lorakit.serve")
 
 
 class Engine:
@@ -50,6 +53,8 @@ class Engine:
         max_queued: most rows waiting to run; past it `submit_*` raises QueueFull (None: no bound).
         request_timeout: seconds a request may take from submit to result, else it fails with
             DeadlineExceeded (None: no limit).
+        needs_adapter: the base alone cannot answer (a classifier whose head was not trained, see
+            `untrained_head`), so every request must name an adapter.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class Engine:
         bf16: bool = False,
         max_queued: int | None = None,
         request_timeout: float | None = None,
+        needs_adapter: bool = False,
     ) -> None:
         self.kind = _served_kind(getattr(registry.kind, "peft_type", None))
         self.model = registry.model.eval()
@@ -71,6 +77,7 @@ class Engine:
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.max_input_tokens = max_input_tokens or self.max_positions
         self.bf16 = bf16
+        self.needs_adapter = needs_adapter
         self.batcher: Batcher | Scheduler
         bounds = {"max_batch_size": max_batch_size, "max_queued": max_queued, "timeout": request_timeout}
         if self.kind is TaskKind.CLASSIFICATION:
@@ -83,6 +90,11 @@ class Engine:
         self._check_kind(TaskKind.CLASSIFICATION, "classify")
         if not isinstance(text, str) or (text_pair is not None and not isinstance(text_pair, str)):
             raise LorakitError("text (and text_pair, if given) must be strings")
+        if adapter is None and self.needs_adapter:
+            raise LorakitError(
+                f"the base model {self.registry.base_model!r} has no trained classifier head (its checkpoint "
+                "holds none); name an adapter trained on it"
+            )
         return self.batcher.submit(("classify",), _adapter_name(adapter), ClassifyInput(text, text_pair))
 
     def submit_generate(
@@ -169,9 +181,19 @@ def load_engine(
 
     task_type: PEFT's SEQ_CLS or CAUSAL_LM (default: inferred from the architecture); num_labels: the
     base's own head width (adapters bring their own heads); the rest: see `AdapterRegistry` and `Engine`.
+    A classification base whose checkpoint holds no trained head (`untrained_head`) is served with
+    `needs_adapter` (and a logged warning naming the missing weights).
     """
     kind = _served_kind(task_type or infer_task_type(load_config(base_model)))
     model = load_model(base_model, kind.peft_type, num_labels=num_labels).eval()
+    untrained = untrained_head(model) if kind is TaskKind.CLASSIFICATION else []
+    if untrained:
+        logger.warning(
+            "the base model %r has no trained classifier head (%s not in its checkpoint): requests must name "
+            "an adapter",
+            base_model,
+            ", ".join(untrained),
+        )
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model))
     registry = AdapterRegistry(
         model,
@@ -190,6 +212,7 @@ def load_engine(
         bf16=bf16,
         max_queued=max_queued,
         request_timeout=request_timeout,
+        needs_adapter=bool(untrained),
     )
 
 

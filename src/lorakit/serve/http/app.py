@@ -11,7 +11,8 @@
 Every row of every request goes to the engine's batcher on its own, so rows of one request and of
 other clients' requests share mixed-adapter batches. Failures answer `{"error": {...}}` with a
 4xx status (see `errors`): 400 bad request or input, 401 API key, 403 a permission the key lacks,
-404 unknown adapter, 409 an adapter that does not fit this server (another base or task) or is
+404 unknown adapter, 408 body too slow to arrive, 409 an adapter that does not fit this server
+(another base or task) or is
 busy, 413 body too large.
 
 With API keys, each key is a tenant (`tenants`): the admin key (--api-key) may do everything, a
@@ -63,7 +64,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     # Added innermost first: metrics see every request, auth runs before the body is read.
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout=limits.body_timeout)
     keys = [*tenant_keys, *([TenantKey(ADMIN, key_digest(api_key))] if api_key else [])]
     if keys:
         app.add_middleware(BearerAuth, keys=KeyTable(keys))

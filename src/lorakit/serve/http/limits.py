@@ -1,4 +1,4 @@
-"""What one request may ask of the server (its `--max-*` flags), and the checks that enforce it."""
+"""What one request may ask of the server (its `--max-*` and `--body-timeout` flags), and the checks that enforce it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ DEFAULT_MAX_TOKENS = 64
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask: body bytes, rows (texts or prompts), and new tokens per row."""
+    """What one request may ask: body bytes, seconds for its body to arrive, rows (texts or
+    prompts), and new tokens per row."""
 
     max_body_bytes: int = 1 << 20
+    body_timeout: float = 10.0
     max_inputs: int = 64
     max_tokens: int = 512
 

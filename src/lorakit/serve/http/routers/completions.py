@@ -34,6 +34,9 @@ async def completions(
     """Complete each prompt as is (no chat template): one choice per prompt."""
     require_kind(engine, TaskKind.CAUSAL_LM, "/v1/completions")
     limits.check_rows(len(body.prompts), "prompt")
+    for index, prompt in enumerate(body.prompts):
+        if not prompt:  # refused here too (the decoder refuses it) so that a stream names its index
+            raise ApiError(400, "invalid_input", f"prompt[{index}] is empty; send at least one token of text")
     adapter = adapter_for(engine, body.model)
     await fetch_adapter(engine, tenant, adapter)
     return await _generate(request, engine, limits, adapter, body.prompts, body, chat=False)

@@ -1,6 +1,7 @@
 """The models a client may name, and adapter management.
 
-GET    /v1/models          the base and every adapter (loaded, or waiting in the adapters folder)
+GET    /v1/models          the base (and whether it needs an adapter) and every adapter (loaded, or
+                           waiting in the adapters folder)
 POST   /v1/adapters        {"name"}: load from the adapters folder now (names only, never paths)
 DELETE /v1/adapters/{name} unload (the folder stays on disk)
 
@@ -35,11 +36,13 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def models(engine: EngineDep, started: StartedDep, tenant: TenantDep) -> dict:
-    """OpenAI's model list of what `tenant` may use: the base (with its PEFT task_type), then each
-    adapter with its parent."""
+    """OpenAI's model list of what `tenant` may use: the base (with its PEFT task_type, and
+    `needs_adapter`: true when it cannot answer on its own, a classifier without a trained head),
+    then each adapter with its parent."""
     base_id = engine.registry.base_model
     base = {"id": base_id, "object": "model", "created": started, "owned_by": "lorakit"}
-    data = [{**base, "task_type": engine.task_type, "loaded": True}] if tenant.base else []
+    listed = {**base, "task_type": engine.task_type, "loaded": True, "needs_adapter": engine.needs_adapter}
+    data = [listed] if tenant.base else []
     for entry in await asyncio.to_thread(engine.registry.list):
         if not tenant.may_use(entry["name"]):
             continue
