@@ -38,7 +38,7 @@ def classification_base(folder: Path) -> Path:
     return folder
 
 
-def causal_base(folder: Path) -> Path:
+def causal_base(folder: Path, max_positions: int = 64, hidden: int = 32) -> Path:
     """A 2-layer Llama (hidden 32) with a ChatML word tokenizer: `w4 … w99` are words, `<|im_end|>` ends a turn."""
     specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
     vocab = {token: i for i, token in enumerate(specials)} | {f"w{i}": i for i in range(len(specials), 100)}
@@ -54,12 +54,12 @@ def causal_base(folder: Path) -> Path:
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=64,
+        max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )

@@ -28,8 +28,8 @@ async def classify(body: ClassifyRequest, engine: EngineDep, limits: LimitsDep, 
     require_kind(engine, TaskKind.CLASSIFICATION, "/v1/classify")
     limits.check_rows(len(body.inputs), "inputs")
     _check_texts(body)
+    await fetch_adapter(engine, tenant, body.adapter)  # first: a tenant without the base gets its 403
     _check_adapter_named(engine, body.adapter)
-    await fetch_adapter(engine, tenant, body.adapter)
     pairs = body.text_pairs or [None] * len(body.inputs)
     rows = list(zip(body.inputs, pairs, strict=True))
     futures = submit(lambda row: engine.submit_classify(body.adapter, *row), rows)
