@@ -1,7 +1,8 @@
 """OpenAI-compatible generation: `POST /v1/completions` and `POST /v1/chat/completions`.
 
 The `model` field names an adapter, or the base model (its name wins over a same-named adapter).
-`"stream": true` answers server-sent events (see `lorakit.serve.http.openai`).
+`"stream": true` answers server-sent events (see `lorakit.serve.http.openai`). A causal LM
+continues the prompt; a seq2seq model reads it as its encoder input and answers with its decoder.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from lorakit.serve.http.schemas import ChatRequest, CompletionRequest, SamplingR
 from lorakit.task_kind import TaskKind
 
 router = APIRouter()
+GENERATORS = tuple(kind for kind in TaskKind if kind.generates)  # causal LM, seq2seq
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, engine: EngineDep, limits: LimitsDep) -> dict | StreamingResponse:
     """Complete each prompt as is (no chat template): one choice per prompt."""
-    require_kind(engine, TaskKind.CAUSAL_LM, "/v1/completions")
+    require_kind(engine, GENERATORS, "/v1/completions")
     limits.check_rows(len(body.prompts), "prompt")
     adapter = adapter_for(engine, body.model)
     await fetch_adapter(engine, adapter)
@@ -38,13 +40,15 @@ async def completions(body: CompletionRequest, engine: EngineDep, limits: Limits
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatRequest, engine: EngineDep, limits: LimitsDep) -> dict | StreamingResponse:
-    """Answer the conversation, rendered with the tokenizer's chat template (as `lorakit generate`)."""
-    require_kind(engine, TaskKind.CAUSAL_LM, "/v1/chat/completions")
+    """Answer the conversation, rendered as training and `lorakit generate` render it: a causal LM's
+    with the tokenizer's chat template, a seq2seq model's as plain text (`User: ...`; a lone user
+    message as its content), its encoder input."""
+    require_kind(engine, GENERATORS, "/v1/chat/completions")
     adapter = adapter_for(engine, body.model)
     await fetch_adapter(engine, adapter)
     messages = [message.model_dump() for message in body.messages]
     try:
-        prompt = prompt_text(engine.tokenizer, messages, TaskKind.CAUSAL_LM)
+        prompt = prompt_text(engine.tokenizer, messages, engine.kind)
     except LorakitError as error:
         raise ApiError(400, "invalid_messages", str(error)) from None
     return await _generate(engine, limits, adapter, [prompt], body, chat=True)
