@@ -17,10 +17,11 @@ at the row's first decoder forward, on its adapter) are kept until the row leave
 the shorter of two self-attention caches on the left and the shorter source on the right; a row
 that leaves is cut out, and columns no remaining row uses are trimmed on both sides.
 
-    positions: a decoder with relative positions (T5's bias; RoPE) sees only distances, which left
-    padding keeps. A decoder with learned or sinusoidal absolute positions (BART, mBART, Marian,
-    Pegasus) is given each row's own position, mask[i].sum(), through its `embed_positions`, so
-    a row computes what it computes alone; one whose positions cannot be given per row is refused.
+    positions: a decoder with relative positions (T5's bias; one without `embed_positions` is taken
+    to be one) sees only distances, which left padding keeps. A decoder with learned or sinusoidal
+    absolute positions (BART, mBART, Marian, Pegasus) is given each row's own position,
+    mask[i].sum(), through its `embed_positions`, so a row computes what it computes alone; one
+    whose positions cannot be given per row is refused.
 
 Rows (`Row`), their sampling and their end (end-of-sequence id, max_new_tokens) are the causal
 decoder's (`lorakit.serve.engine.decoding`); adapters of any rank mix in one batch, in the encoder,
@@ -168,8 +169,8 @@ def _absolute_positions(model: nn.Module) -> nn.Module | None:
     None for a decoder with relative positions (no `embed_positions`: T5).
 
     Raises:
-        LorakitError: the decoder embeds positions it derives itself (from the cache length or
-            the padding), which a batch whose rows began at different steps cannot share.
+        LorakitError: the decoder embeds positions it derives itself (M2M100's, from its inputs'
+            padding), which a batch whose rows began at different steps cannot share.
     """
     embed = getattr(model.get_decoder(), "embed_positions", None)
     if embed is None:
