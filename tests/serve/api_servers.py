@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 import torch
-from serve_helpers import add_random_adapter
+from serve_helpers import SEQ2SEQ_TARGETS, add_random_adapter, tiny_seq2seq, tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from adapter_folders import save_tokenizer
@@ -68,6 +68,14 @@ def causal_base(folder: Path, max_positions: int = 64, hidden: int = 32) -> Path
     return folder
 
 
+def seq2seq_base(folder: Path) -> Path:
+    """`tiny_seq2seq("t5")` with a word tokenizer over `w4 … w99` that ends every input with [SEP]
+    (as T5's ends it with </s>), which also ends generation; no chat template; 64 positions."""
+    tiny_seq2seq("t5").save_pretrained(folder)
+    tokenizer(classifier=False, seq2seq=True).save_pretrained(folder)
+    return folder
+
+
 def classifier_adapter(base: Path, folder: Path, labels: list[str], seed: int, r: int = 4, **info) -> Path:
     """A SEQ_CLS adapter (q/v + a random `len(labels)`-way head) for `base`, with lorakit.json."""
     model = load_model(str(base), "SEQ_CLS", num_labels=len(labels))
@@ -84,6 +92,15 @@ def generator_adapter(base: Path, folder: Path, seed: int, r: int = 4) -> Path:
     add_random_adapter(model, "default", r, "CAUSAL_LM", ["q_proj", "v_proj"], seed)
     save_adapter(model, folder)
     (folder / "lorakit.json").write_text(json.dumps({"task": "causal-lm", "base_model": str(base)}))
+    return folder
+
+
+def seq2seq_adapter(base: Path, folder: Path, seed: int, r: int = 4) -> Path:
+    """A SEQ_2_SEQ_LM adapter (every attention projection, random non-zero A and B) for `base`, with lorakit.json."""
+    model = load_model(str(base), "SEQ_2_SEQ_LM")
+    add_random_adapter(model, "default", r, "SEQ_2_SEQ_LM", SEQ2SEQ_TARGETS["t5"], seed)
+    save_adapter(model, folder)
+    (folder / "lorakit.json").write_text(json.dumps({"task": "seq2seq", "base_model": str(base)}))
     return folder
 
 

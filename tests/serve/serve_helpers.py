@@ -9,7 +9,14 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from torch import nn
-from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
+from transformers import (
+    BartConfig,
+    BartForConditionalGeneration,
+    BertForSequenceClassification,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from lorakit.lora import LoraConfig, add_adapter, save_adapter
 from lorakit.lora.layer import ModulesToSave
@@ -19,11 +26,12 @@ BASE_NAME = "tiny-base"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]  # ids 0..3; words are w4 .. w99
 
 
-def tokenizer(classifier: bool) -> PreTrainedTokenizerFast:
+def tokenizer(classifier: bool, seq2seq: bool = False) -> PreTrainedTokenizerFast:
     """Whitespace word tokenizer over `w4 … w99` (ids 4..99, so `f"w{i}"` is token i).
 
-    classifier: wrap inputs as [CLS] … [SEP] (BERT); otherwise no special tokens are added and
-    [SEP] is the end-of-sequence token (Llama).
+    classifier: wrap inputs as [CLS] … [SEP] (BERT); seq2seq: end them with [SEP], the
+    end-of-sequence token, as T5's tokenizer ends them with </s>; otherwise no special tokens are
+    added and [SEP] is the end-of-sequence token (Llama).
     """
     vocab = {token: i for i, token in enumerate(SPECIALS)} | {f"w{i}": i for i in range(len(SPECIALS), VOCAB)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
@@ -32,6 +40,8 @@ def tokenizer(classifier: bool) -> PreTrainedTokenizerFast:
         backend.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
         )
+    elif seq2seq:
+        backend.post_processor = processors.TemplateProcessing(single="$A [SEP]", special_tokens=[("[SEP]", 3)])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[SEP]", model_max_length=64
     )
@@ -95,5 +105,57 @@ def write_generator(folder: Path, r: int, seed: int, targets: list[str] | None =
     """Save a CAUSAL_LM adapter of tiny_llama to `folder`."""
     model = tiny_llama()
     add_random_adapter(model, "default", r, "CAUSAL_LM", targets or ["q_proj", "v_proj"], seed)
+    save_adapter(model, folder)
+    return folder
+
+
+SEQ2SEQ_TARGETS = {"t5": ["q", "k", "v", "o"], "bart": ["q_proj", "k_proj", "v_proj", "out_proj"]}
+"""Every attention projection: the encoder's, the decoder's and the cross-attention's."""
+
+
+def tiny_seq2seq(arch: str) -> T5ForConditionalGeneration | BartForConditionalGeneration:
+    """A 2+2-layer T5 (relative positions) or BART (learned absolute positions), hidden 32, vocabulary
+    100 ([PAD] 0, [SEP] 3 ends a sequence), with weights wide enough that greedy text varies."""
+    torch.manual_seed(0)
+    if arch == "t5":
+        config = T5Config(
+            vocab_size=VOCAB,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            dropout_rate=0.0,
+            initializer_factor=5.0,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        )
+        return T5ForConditionalGeneration(config).eval()
+    config = BartConfig(
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        init_std=0.5,
+        dropout=0.0,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        decoder_start_token_id=3,
+        forced_eos_token_id=None,
+    )
+    return BartForConditionalGeneration(config).eval()
+
+
+def write_seq2seq_generator(folder: Path, r: int, seed: int) -> Path:
+    """Save a SEQ_2_SEQ_LM adapter of tiny_seq2seq("t5") (every attention projection) to `folder`."""
+    model = tiny_seq2seq("t5")
+    add_random_adapter(model, "default", r, "SEQ_2_SEQ_LM", SEQ2SEQ_TARGETS["t5"], seed)
     save_adapter(model, folder)
     return folder

@@ -278,7 +278,8 @@ def test_completions_router_refuses_a_classification_server() -> None:
         ("/v1/chat/completions", {"model": "sent", "messages": [{"role": "user", "content": "w"}]}),
     ]:
         error = assert_error(client.post(path, json=body), 400, "wrong_task")
-        assert error["message"] == f"{path} needs a CAUSAL_LM model; this server runs {BASE!r} as SEQ_CLS"
+        needed = "CAUSAL_LM or SEQ_2_SEQ_LM"
+        assert error["message"] == f"{path} needs a {needed} model; this server runs {BASE!r} as SEQ_CLS"
 
 
 def test_models_router_alone_lists_loads_and_unloads_from_app_state() -> None:

@@ -9,11 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from serve_helpers import BASE_NAME, bert_with_labels, text, tokenizer, write_classifier, write_generator
+from serve_helpers import (
+    BASE_NAME,
+    bert_with_labels,
+    text,
+    tiny_seq2seq,
+    tokenizer,
+    write_classifier,
+    write_generator,
+    write_seq2seq_generator,
+)
 
 from lorakit.errors import LorakitError
 from lorakit.lora import load_adapter
 from lorakit.serve import AdapterRegistry, Engine, load_engine
+from lorakit.serve.engine.generate import GenerationHandle
 from lorakit.task_kind import TaskKind
 from tiny_models import tiny_bert, tiny_llama
 
@@ -37,6 +47,14 @@ def generator_dir(tmp_path: Path) -> Path:
     write_generator(root / "g2", r=2, seed=1)
     write_generator(root / "g4", r=4, seed=2, targets=["q_proj", "k_proj", "v_proj", "o_proj"])
     write_generator(root / "g8", r=8, seed=3)
+    return root
+
+
+@pytest.fixture
+def seq2seq_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "seq2seq"
+    write_seq2seq_generator(root / "t2", r=2, seed=1)
+    write_seq2seq_generator(root / "t8", r=8, seed=3)
     return root
 
 
@@ -196,6 +214,48 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator_dir: Pa
         engine.registry.unload("g2")  # no longer pinned by the cancelled request
     assert metrics["cancelled"] == 1 and metrics["completed"] == 1 and metrics["failed"] == 0
     assert 1 <= len(running.stream.text().split()) < 60  # it stopped part-way
+
+
+def test_seq2seq_rows_joining_mid_decode_match_each_adapter_alone(seq2seq_dir: Path) -> None:
+    """T5 adapters: the prompt is the encoder's input (ending in [SEP], as the tokenizer adds it).
+    Token 8 ends a sequence (besides [SEP], 3), so some rows stop early."""
+    eos = [8, 3]
+
+    def alone(adapter: str | None, prompt: list[int], max_new_tokens: int) -> list[int]:
+        model = tiny_seq2seq("t5") if adapter is None else load_adapter(tiny_seq2seq("t5"), seq2seq_dir / adapter)
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([[*prompt, 3]]), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos
+            )
+        new = out[0, 1:].tolist()
+        return new[: min(new.index(i) for i in eos if i in new)] if set(eos) & set(new) else new
+
+    requests = [("t2", [5, 6, 7, 8], 12), ("t8", [9, 10], 9), (None, [11, 12, 13], 4), ("t2", [19], 3)]
+    registry = AdapterRegistry(tiny_seq2seq("t5"), BASE_NAME, adapters_dir=seq2seq_dir, kind=TaskKind.SEQ2SEQ)
+    with Engine(registry, tokenizer(classifier=False, seq2seq=True)) as engine:
+        assert engine.task_type == "SEQ_2_SEQ_LM"
+        engine.model.generation_config.eos_token_id = eos[0]
+
+        def submit(adapter: str | None, prompt: list[int], limit: int) -> GenerationHandle:
+            return engine.submit_generate(adapter, text(prompt), max_new_tokens=limit)
+
+        first = submit(*requests[0])
+        pieces = iter(first.stream)
+        head = next(pieces)  # it runs: the others join its batch mid-decode
+        handles = [first, *(submit(*request) for request in requests[1:])]
+        results = [handle.future.result(timeout=60) for handle in handles]
+        streamed = [head + "".join(pieces), *("".join(handle.stream) for handle in handles[1:])]
+        batch_sizes = engine.metrics()["batcher"]["batch_sizes"]
+        with pytest.raises(LorakitError, match="cannot classify"):
+            engine.submit_classify("t2", "w5")
+    for (adapter, prompt, limit), result, stream in zip(requests, results, streamed, strict=True):
+        assert result.token_ids == alone(adapter, prompt, limit)
+        assert result.finish_reason == ("stop" if len(result.token_ids) < limit else "length")
+        assert stream == result.text == engine.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        assert result.prompt_tokens == len(prompt) + 1
+    assert len({tuple(result.token_ids) for result in results}) == len(results)
+    assert max(batch_sizes) > 1  # rows decoded together
+    assert {result.finish_reason for result in results} == {"stop", "length"}
 
 
 def test_too_long_prompt_fails_that_request_only(generator_dir: Path) -> None:

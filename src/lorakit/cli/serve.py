@@ -3,8 +3,9 @@
 One base model (packaged name, folder or Hub id) stays in memory; the adapters in DIR (one
 subfolder each, PEFT adapter or `lorakit train` run folder, loaded on first use, least recently
 used evicted beyond --max-adapter-bytes) share it, and requests for different adapters share
-batches. A classification base serves POST /v1/classify; a causal LM serves the OpenAI-compatible
-POST /v1/completions and /v1/chat/completions. Also: GET /v1/models, POST /v1/adapters {"name"},
+batches. A classification base serves POST /v1/classify; a causal LM or a seq2seq model (T5,
+BART: the prompt is its encoder's input) serves the OpenAI-compatible POST /v1/completions and
+/v1/chat/completions. Also: GET /v1/models, POST /v1/adapters {"name"},
 DELETE /v1/adapters/NAME, GET /health, GET /metrics (Prometheus). Clients load adapters by name
 only, never by path. A request body must fit --max-body-bytes (else 413, with the connection
 closed) and arrive within --body-timeout seconds of its headers (else 408). uvicorn bounds the

@@ -78,7 +78,13 @@ class Row:
 class Decoder:
     """A running decode batch on `model` (eval mode; its adapters packed in `slots`, or None for
     `mixed_adapters` to pack each forward's own). `pad_id` fills the left of shorter prompts;
-    `autocast` is entered around every forward."""
+    `autocast` is entered around every forward.
+
+    Prompts are tokenized as they are, without the tokenizer's special tokens: a chat rendered by
+    its template holds its own, as in training and `lorakit generate`.
+    """
+
+    add_special_tokens = False
 
     def __init__(
         self,
@@ -100,6 +106,14 @@ class Decoder:
     def device(self) -> torch.device:
         """Where the model's weights, and so the batch's tensors, live."""
         return next(self.model.parameters()).device
+
+    def check_fits(self, prompt_tokens: int, max_new_tokens: int, max_positions: int) -> None:
+        """Refuse a request whose prompt and new tokens, together, overflow the model's `max_positions`."""
+        if prompt_tokens + max_new_tokens > max_positions:
+            raise LorakitError(
+                f"the prompt is {prompt_tokens} tokens and max_new_tokens {max_new_tokens}; "
+                f"together they must fit the model's {max_positions} positions"
+            )
 
     def admit(self, rows: Sequence[Row]) -> list[Row]:
         """Prefill `rows` and draw their first tokens; the rows not yet done join the batch.

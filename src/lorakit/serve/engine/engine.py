@@ -5,6 +5,8 @@
                                                                   adapter forward per batch)
                  ──► engine.submit_generate ──► Scheduler ──► worker: continuous batching, rows
                                                              joining and leaving between decode steps
+                                                             (a causal LM's `Decoder`, or an encoder-
+                                                             decoder's `Seq2SeqDecoder`)
     Future / TokenStream ◄── results, per request
 
 Settings are checked when a request is submitted (a LorakitError raised at once); an unknown or
@@ -30,12 +32,14 @@ from lorakit.serve.engine.adapters import check_name
 from lorakit.serve.engine.batch import Batch
 from lorakit.serve.engine.batcher import Batcher, Request
 from lorakit.serve.engine.classify import ClassifyInput, run_classification, untrained_head
+from lorakit.serve.engine.decoding import Decoder
 from lorakit.serve.engine.generate import GenerateInput, Generation, GenerationHandle
 from lorakit.serve.engine.registry import DEFAULT_MAX_BYTES, AdapterRegistry
 from lorakit.serve.engine.scheduler import Scheduler
+from lorakit.serve.engine.seq2seq_decoding import Seq2SeqDecoder
 from lorakit.task_kind import TaskKind
 
-SERVED_KINDS = (TaskKind.CLASSIFICATION, TaskKind.CAUSAL_LM)
+SERVED_KINDS = (TaskKind.CLASSIFICATION, TaskKind.CAUSAL_LM, TaskKind.SEQ2SEQ)
 logger = logging.getLogger("lorakit.serve")
 
 
@@ -43,8 +47,8 @@ class Engine:
     """Serve one base model's adapters: batched, mixed-adapter classification or generation.
 
     Args:
-        registry: the base model (`registry.model`) and its adapters; its `kind` (CLASSIFICATION or
-            CAUSAL_LM) decides what the engine serves.
+        registry: the base model (`registry.model`) and its adapters; its `kind` (CLASSIFICATION,
+            CAUSAL_LM or SEQ2SEQ) decides what the engine serves.
         tokenizer: the base model's tokenizer.
         max_batch_size / max_wait_ms: classification batching (see `Batcher`); for generation,
             max_batch_size caps the rows decoding at once (see `Scheduler`).
@@ -83,11 +87,14 @@ class Engine:
         if self.kind is TaskKind.CLASSIFICATION:
             self.batcher = Batcher(self._run_batch, max_wait_ms=max_wait_ms, **bounds)
         else:  # max_wait_ms does not apply: a request joins the running batch at the next step
-            self.batcher = Scheduler(registry, tokenizer, self._autocast, max_positions=self.max_positions, **bounds)
+            decoder = Seq2SeqDecoder if self.kind is TaskKind.SEQ2SEQ else Decoder
+            self.batcher = Scheduler(
+                registry, tokenizer, self._autocast, max_positions=self.max_positions, decoder=decoder, **bounds
+            )
 
     def submit_classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> Future:
         """Queue one text (pair); the Future gives `{"label", "probability", "probabilities"}`."""
-        self._check_kind(TaskKind.CLASSIFICATION, "classify")
+        self._check_kind("classify", TaskKind.CLASSIFICATION)
         if not isinstance(text, str) or (text_pair is not None and not isinstance(text_pair, str)):
             raise LorakitError("text (and text_pair, if given) must be strings")
         if adapter is None and self.needs_adapter:
@@ -107,10 +114,10 @@ class Engine:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> GenerationHandle:
-        """Queue one prompt; the handle's Future gives a `Generation`, its `stream` the text as it
-        is generated (iterate it, or `async for`). temperature 0: greedy; `seed` makes sampling
-        reproducible, whatever else shares the batch."""
-        self._check_kind(TaskKind.CAUSAL_LM, "generate")
+        """Queue one prompt (a seq2seq model's encoder input); the handle's Future gives a
+        `Generation`, its `stream` the text as it is generated (iterate it, or `async for`).
+        temperature 0: greedy; `seed` makes sampling reproducible, whatever else shares the batch."""
+        self._check_kind("generate", TaskKind.CAUSAL_LM, TaskKind.SEQ2SEQ)
         if not isinstance(prompt, str):
             raise LorakitError("prompt must be a string")
         payload = GenerateInput(prompt, max_new_tokens, temperature, top_p, seed)
@@ -130,7 +137,8 @@ class Engine:
 
     @property
     def task_type(self) -> str:
-        """PEFT's name for `kind` ("SEQ_CLS", "CAUSAL_LM"): what /health, /v1/models and the CLI report."""
+        """PEFT's name for `kind` ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM"): what /health, /v1/models
+        and the CLI report."""
         return self.kind.peft_type
 
     def metrics(self) -> dict:
@@ -149,8 +157,8 @@ class Engine:
         """`close()`."""
         self.close()
 
-    def _check_kind(self, kind: TaskKind, verb: str) -> None:
-        if self.kind is not kind:
+    def _check_kind(self, verb: str, *kinds: TaskKind) -> None:
+        if self.kind not in kinds:
             raise LorakitError(f"this server runs a {self.task_type} model, which cannot {verb}")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -179,7 +187,7 @@ def load_engine(
 ) -> Engine:
     """Load `base_model` (packaged name, folder or Hub id) and its tokenizer, and start an Engine.
 
-    task_type: PEFT's SEQ_CLS or CAUSAL_LM (default: inferred from the architecture); num_labels: the
+    task_type: PEFT's SEQ_CLS, CAUSAL_LM or SEQ_2_SEQ_LM (default: inferred from the architecture); num_labels: the
     base's own head width (adapters bring their own heads); the rest: see `AdapterRegistry` and `Engine`.
     A classification base whose checkpoint holds no trained head (`untrained_head`) is served with
     `needs_adapter` (and a logged warning naming the missing weights).

@@ -44,16 +44,18 @@ class _Live:
 
 
 class Scheduler(RequestQueue):
-    """One worker thread running every generation request through one continuous `Decoder`.
+    """One worker thread running every generation request through one continuous `Decoder` (or
+    `Seq2SeqDecoder`).
 
     Args:
         registry: the base model (`registry.model`, eval mode) and its adapters (pinned per request).
         tokenizer: the base model's tokenizer (prompts in, text out).
         autocast: a new autocast context (bf16, or a null context) for the decoder's forwards.
         max_batch_size: most rows running at once.
-        max_positions: prompt + max_new_tokens must fit in this many positions.
+        max_positions: the model's positions, which each request must fit (`Decoder.check_fits`).
         max_queued / timeout: see `RequestQueue`; a row past its deadline leaves the batch at the
             next step and its request fails with DeadlineExceeded (text already streamed stays sent).
+        decoder: the decoder class: `Decoder` for a causal LM, `Seq2SeqDecoder` for an encoder-decoder.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Scheduler(RequestQueue):
         max_queued: int | None = None,
         timeout: float | None = None,
         name: str = "lorakit-scheduler",
+        decoder: type[Decoder] = Decoder,
     ) -> None:
         if max_batch_size < 1:
             raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
@@ -76,7 +79,7 @@ class Scheduler(RequestQueue):
         self.max_batch_size = max_batch_size
         self.max_positions = max_positions
         padding = pad_id(tokenizer, eos_ids(registry.model, tokenizer))
-        self.decoder = Decoder(registry.model, padding, registry.slots, autocast())
+        self.decoder = decoder(registry.model, padding, registry.slots, autocast())
         self._live: dict[int, _Live] = {}  # id(row) → its request
         self._start()
 
@@ -154,14 +157,11 @@ class Scheduler(RequestQueue):
     def _row(self, request: Request) -> Row:
         """The decoder row of `request`, its adapter pinned."""
         settings: GenerateInput = request.payload
-        # As `lorakit generate`: the prompt is read as is; a chat is rendered (with its special
-        # tokens) by lorakit.inference.generation.prompt_text before it gets here.
-        ids = self.tokenizer(settings.prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) + settings.max_new_tokens > self.max_positions:
-            raise LorakitError(
-                f"the prompt is {len(ids)} tokens and max_new_tokens {settings.max_new_tokens}; "
-                f"together they must fit the model's {self.max_positions} positions"
-            )
+        # As `lorakit generate`: a causal LM reads the prompt as is (a chat is rendered, with its
+        # special tokens, by lorakit.inference.generation.prompt_text before it gets here); a
+        # seq2seq encoder reads it with the tokenizer's special tokens (see the decoder class).
+        ids = self.tokenizer(settings.prompt, add_special_tokens=self.decoder.add_special_tokens)["input_ids"]
+        self.decoder.check_fits(len(ids), settings.max_new_tokens, self.max_positions)
         stops = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
         row = Row(None, ids, settings.max_new_tokens, stops, settings.temperature, settings.top_p, settings.seed)
         if request.adapter is not None:

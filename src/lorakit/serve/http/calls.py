@@ -25,12 +25,13 @@ Row = TypeVar("Row")
 T = TypeVar("T")
 
 
-def require_kind(engine: Engine, kind: TaskKind, path: str) -> None:
-    """Refuse (400 wrong_task) an endpoint that needs a `kind` model on a server running another."""
-    if engine.kind is not kind:
+def require_kind(engine: Engine, kinds: TaskKind | tuple[TaskKind, ...], path: str) -> None:
+    """Refuse (400 wrong_task) an endpoint that needs a model of one of `kinds` on a server running another."""
+    kinds = (kinds,) if isinstance(kinds, TaskKind) else kinds
+    if engine.kind not in kinds:
+        needed = " or ".join(kind.peft_type for kind in kinds)
         message = (
-            f"{path} needs a {kind.peft_type} model; this server runs {engine.registry.base_model!r} "
-            f"as {engine.task_type}"
+            f"{path} needs a {needed} model; this server runs {engine.registry.base_model!r} as {engine.task_type}"
         )
         raise ApiError(400, "wrong_task", message)
 

@@ -1,8 +1,9 @@
 """OpenAI-compatible generation: `POST /v1/completions` and `POST /v1/chat/completions`.
 
 The `model` field names an adapter, or the base model (its name wins over a same-named adapter; a
-tenant needs the base permission).
-`"stream": true` answers server-sent events (see `lorakit.serve.http.openai`).
+tenant needs the base permission). `"stream": true` answers server-sent events (see
+`lorakit.serve.http.openai`). A causal LM continues the prompt; a seq2seq model reads it as its
+encoder input and answers with its decoder.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lorakit.serve.http.schemas import ChatRequest, CompletionRequest, SamplingR
 from lorakit.task_kind import TaskKind
 
 router = APIRouter()
+GENERATORS = tuple(kind for kind in TaskKind if kind.generates)  # causal LM, seq2seq
 
 
 @router.post("/v1/completions", response_model=None)
@@ -32,7 +34,7 @@ async def completions(
     body: CompletionRequest, request: Request, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
 ) -> dict | StreamingResponse:
     """Complete each prompt as is (no chat template): one choice per prompt."""
-    require_kind(engine, TaskKind.CAUSAL_LM, "/v1/completions")
+    require_kind(engine, GENERATORS, "/v1/completions")
     limits.check_rows(len(body.prompts), "prompt")
     for index, prompt in enumerate(body.prompts):
         if not prompt:  # refused here too (the decoder refuses it) so that a stream names its index
@@ -46,13 +48,15 @@ async def completions(
 async def chat_completions(
     body: ChatRequest, request: Request, engine: EngineDep, limits: LimitsDep, tenant: TenantDep
 ) -> dict | StreamingResponse:
-    """Answer the conversation, rendered with the tokenizer's chat template (as `lorakit generate`)."""
-    require_kind(engine, TaskKind.CAUSAL_LM, "/v1/chat/completions")
+    """Answer the conversation, rendered as training and `lorakit generate` render it: a causal LM's
+    with the tokenizer's chat template, a seq2seq model's as plain text (`User: ...`; a lone user
+    message as its content), its encoder input."""
+    require_kind(engine, GENERATORS, "/v1/chat/completions")
     adapter = adapter_for(engine, body.model)
     await fetch_adapter(engine, tenant, adapter)
     messages = [message.model_dump() for message in body.messages]
     try:
-        prompt = prompt_text(engine.tokenizer, messages, TaskKind.CAUSAL_LM)
+        prompt = prompt_text(engine.tokenizer, messages, engine.kind)
     except LorakitError as error:
         raise ApiError(400, "invalid_messages", str(error)) from None
     return await _generate(request, engine, limits, adapter, [prompt], body, chat=True)
