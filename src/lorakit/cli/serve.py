@@ -51,7 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     group = parser.add_argument_group("request limits")
     group.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body size (default 1 MiB)")
-    group.add_argument("--max-inputs", type=int, default=64, help="texts or prompts per request (default 64)")
+    group.add_argument(
+        "--max-inputs", type=int, default=64, help="texts, or prompts × n choices, per request (default 64)"
+    )
     group.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens (default 512)")
     group.add_argument("--max-input-tokens", type=int, help="longest text to classify (default: the model's)")
 

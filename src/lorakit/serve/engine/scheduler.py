@@ -6,6 +6,8 @@ the step they finish.
                               together, adapters pinned for the request's life)
                               drop rows whose client is gone (`GenerationHandle.cancel`)
                               one decode step for every running row (engine/decoding.py)
+                           ──► each row's text decoded (engine/detokenize.py); a row whose text
+                              reached a stop string leaves the batch now
                            ──► new text streamed per row; a finished row's Future resolved at once
 
 A short request admitted beside long ones waits for no one: it leaves as soon as it has its
@@ -26,18 +28,19 @@ from transformers import PreTrainedTokenizerBase
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.batcher import Request, RequestQueue
 from lorakit.serve.engine.decoding import Decoder, Row
+from lorakit.serve.engine.detokenize import RowText
 from lorakit.serve.engine.generate import GenerateInput, Generation, eos_ids, pad_id
 from lorakit.serve.engine.registry import AdapterRegistry
 
 
 @dataclass(eq=False)
 class _Live:
-    """A request on a decoder row: its pinned adapter, and how much of its text is streamed."""
+    """A request on a decoder row: its pinned adapter, and its text."""
 
     request: Request
     row: Row
     adapter: str | None
-    streamed: int = 0
+    output: RowText  # its text so far
 
 
 class Scheduler(RequestQueue):
@@ -106,21 +109,37 @@ class Scheduler(RequestQueue):
             return False
 
     def _step(self) -> None:
-        """Admit, drop the abandoned, decode one step, stream and resolve (see the module doc)."""
+        """Admit, drop the abandoned, decode one step, end rows at stop strings, stream and resolve
+        (see the module doc)."""
         with self.registry.model_lock:
             rows = self._admit()
             finished = self.decoder.admit(rows) if rows else []
+            finished += self._decode([self._live[id(row)] for row in rows])  # a first token may reach a stop string
             gone = [live for live in self._live.values() if live.request.payload.abandoned.is_set()]
+            gone = [live for live in gone if not live.row.done]  # one done at admission ends as usual
             self.decoder.drop([live.row for live in gone])
             if self.decoder.rows:
                 self.tally.batch(len(self.decoder.rows))
             finished += self.decoder.step()
         for live in gone:
             self._end(live, error=CancelledError())
+        finished += self._decode(list(self._live.values()))
         for live in self._live.values():
             self._stream(live)
         for row in finished:
             self._end(self._live[id(row)])
+
+    def _decode(self, lives: list[_Live]) -> list[Row]:
+        """Bring the rows' text up to date; the running ones whose text reached a stop string
+        finish ("stop") and leave the batch now. Returns those."""
+        stopped = []
+        for live in lives:
+            live.output.update(live.row)
+            if live.output.stopped and not live.row.done:
+                live.row.finish("stop")
+                stopped.append(live.row)
+        self.decoder.drop(stopped)
+        return stopped
 
     def _admit(self) -> list[Row]:
         """Rows for waiting requests, up to the free rows; a request that cannot run fails alone."""
@@ -146,26 +165,23 @@ class Scheduler(RequestQueue):
                 f"the prompt is {len(ids)} tokens and max_new_tokens {settings.max_new_tokens}; "
                 f"together they must fit the model's {self.max_positions} positions"
             )
-        stops = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
-        row = Row(None, ids, settings.max_new_tokens, stops, settings.temperature, settings.top_p, settings.seed)
+        eos = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
+        sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed}
+        row = Row(None, ids, settings.max_new_tokens, eos, **sampling, top_logprobs=settings.top_logprobs)
         if request.adapter is not None:
             info = self.registry.pin(request.adapter)
             if info.label_names is not None:
                 self.registry.unpin(request.adapter)
                 raise LorakitError(f"adapter {info.name!r} is a classifier ({info.task_type}); it cannot generate text")
             row.adapter = info.model_name
-        self._live[id(row)] = _Live(request, row, request.adapter)
+        self._live[id(row)] = _Live(request, row, request.adapter, RowText(self.tokenizer, settings.stop))
         return row
 
     def _stream(self, live: _Live) -> None:
-        """Push the row's new text; a suffix ending in an incomplete character waits for the rest
-        (the text is decoded whole each time, as transformers' TextStreamer does)."""
-        text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)
-        if text.endswith("\ufffd") and not live.row.done:
-            return
-        if len(text) > live.streamed:
-            live.request.payload.stream.push(text[live.streamed :])
-            live.streamed = len(text)
+        """Push what of the row's text can no longer change (see engine/detokenize.py)."""
+        piece = live.output.piece(done=live.row.done)
+        if piece is not None:
+            live.request.payload.stream.push(piece)
 
     def _end(self, live: _Live, error: BaseException | None = None) -> None:
         """Resolve a row that left the decoder, and unpin its adapter."""
@@ -177,8 +193,10 @@ class Scheduler(RequestQueue):
             future.set_exception(error)
             return
         self._stream(live)
-        text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)
-        generation = Generation(text, live.row.tokens, live.row.finish_reason, prompt_tokens=len(live.row.prompt_ids))
+        row, output = live.row, live.output
+        logprobs = tuple(output.logprobs) if row.top_logprobs is not None else None
+        reason = "stop" if output.stopped else row.finish_reason  # a stop string reached with the last token
+        generation = Generation(output.text, row.tokens, reason, prompt_tokens=len(row.prompt_ids), logprobs=logprobs)
         future.set_result(generation)
 
     def _fail_running(self, error: Exception) -> None:
