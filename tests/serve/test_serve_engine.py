@@ -110,6 +110,12 @@ def test_settings_are_checked_on_submit(classifier_dir: Path, generator_dir: Pat
             engine.submit_generate("g2", "w5", max_new_tokens=0)
         with pytest.raises(LorakitError, match="top_p"):
             engine.submit_generate("g2", "w5", temperature=1.0, top_p=0)
+        with pytest.raises(LorakitError, match="stop strings must be non-empty"):
+            engine.submit_generate("g2", "w5", stop=["w6", ""])
+        with pytest.raises(LorakitError, match="top_logprobs must be None or a whole number from 0 to 20"):
+            engine.submit_generate("g2", "w5", top_logprobs=21)
+        with pytest.raises(LorakitError, match="seed must be a whole number"):
+            engine.submit_generate("g2", "w5", temperature=1.0, seed=2**64)
         with pytest.raises(LorakitError, match="cannot classify"):
             engine.submit_classify("g2", "w5")
     with pytest.raises(LorakitError, match="shut down"):
