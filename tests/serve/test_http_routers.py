@@ -15,8 +15,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from lorakit.errors import LorakitError
-from lorakit.serve import AdapterInfo, Generation, GenerationHandle, TokenStream
+from lorakit.serve import AdapterInfo, Generation, GenerationHandle, Piece, TokenStream
 from lorakit.serve.engine.adapters import check_name
+from lorakit.serve.engine.generate import choice_seed
 from lorakit.serve.http.app import create_app
 from lorakit.serve.http.deps import get_engine, get_limits
 from lorakit.serve.http.errors import install_handlers
@@ -77,6 +78,7 @@ class StandInEngine:
     registry: StandInRegistry = field(default_factory=StandInRegistry)
     tokenizer: StandInTokenizer = field(default_factory=StandInTokenizer)
     submitted: list[tuple] = field(default_factory=list)
+    asked: list[dict] = field(default_factory=list)  # each generation's seed, stop and top_logprobs
 
     @property
     def task_type(self) -> str:
@@ -102,8 +104,11 @@ class StandInEngine:
         temperature: float,
         top_p: float,
         seed: int | None = None,
+        stop: tuple[str, ...] = (),
+        top_logprobs: int | None = None,
     ) -> GenerationHandle:
         self.submitted.append((adapter, prompt, max_new_tokens, temperature, top_p))
+        self.asked.append({"seed": seed, "stop": stop, "top_logprobs": top_logprobs})
         future: Future = Future()
         stream = TokenStream()
         if prompt == "bad":
@@ -111,7 +116,7 @@ class StandInEngine:
             return GenerationHandle(future, stream)
         words = prompt.split()[:max_new_tokens]
         for i, word in enumerate(words):
-            stream.push(word if i == 0 else f" {word}")
+            stream.push(Piece(word if i == 0 else f" {word}"))
         future.set_result(Generation(" ".join(words), list(range(len(words))), "length", prompt_tokens=len(words)))
         return GenerationHandle(future, stream)
 
@@ -227,6 +232,25 @@ def test_completions_router_alone_answers_openai_bodies() -> None:
     assert engine.submitted[-1][:2] == (None, "w9\n")  # the base's name: no adapter; the chat rendered
 
 
+def test_completions_router_submits_n_choices_per_prompt_with_their_seeds() -> None:
+    engine = StandInEngine(TaskKind.CAUSAL_LM)
+    body = {"model": "sent", "prompt": ["w5 w6", "w7"], "n": 2, "seed": 3, "stop": "w9", "logprobs": 1}
+    response = mounted(completions.router, engine, Limits(max_inputs=4, max_tokens=8)).post(
+        "/v1/completions", json=body
+    )
+    assert response.status_code == 200, response.text
+    choices = response.json()["choices"]
+    assert [(choice["index"], choice["text"]) for choice in choices] == [
+        (0, "w5 w6"),
+        (1, "w5 w6"),
+        (2, "w7"),
+        (3, "w7"),
+    ]
+    assert [asked["seed"] for asked in engine.asked] == [3, choice_seed(3, 1)] * 2
+    assert {(asked["stop"], asked["top_logprobs"]) for asked in engine.asked} == {(("w9",), 1)}
+    assert response.json()["usage"]["prompt_tokens"] == 3  # each prompt counted once, not once per choice
+
+
 def test_completions_router_streams_server_sent_events() -> None:
     client = mounted(completions.router, StandInEngine(TaskKind.CAUSAL_LM))
     response = client.post(
@@ -248,7 +272,14 @@ def test_completions_router_streams_server_sent_events() -> None:
     [
         ("/v1/completions", {"model": "sent", "prompt": "w5", "max_tokens": 9}, 400, "max_tokens_too_large"),
         ("/v1/completions", {"model": "sent", "prompt": ["w5"] * 4}, 400, "too_many_inputs"),
-        ("/v1/completions", {"model": "sent", "prompt": "w5", "n": 2}, 400, "invalid_request"),
+        ("/v1/completions", {"model": "sent", "prompt": ["w5", "w6"], "n": 2}, 400, "too_many_inputs"),
+        (
+            "/v1/chat/completions",
+            {"model": "sent", "messages": [{"role": "user", "content": "w"}], "n": 4},
+            400,
+            "too_many_inputs",
+        ),
+        ("/v1/completions", {"model": "sent", "prompt": "w5", "n": 0}, 400, "invalid_request"),
         ("/v1/completions", {"model": "nope", "prompt": "w5"}, 404, "adapter_not_found"),
         ("/v1/completions", {"model": "sent", "prompt": ["w5", "bad"]}, 400, "invalid_input"),
         ("/v1/completions", {"model": "sent", "prompt": "bad", "stream": True}, 400, "invalid_input"),

@@ -9,7 +9,7 @@ import pytest
 
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.batcher import Batcher, Request
-from lorakit.serve.engine.stream import TokenStream
+from lorakit.serve.engine.stream import Piece, TokenStream
 
 
 class Recorder:
@@ -78,40 +78,40 @@ def test_cancelled_requests_are_skipped_and_close_fails_the_queue() -> None:
 
 def test_stream_readers_in_threads_see_every_piece_then_the_end() -> None:
     stream = TokenStream()
-    stream.push("Hel")
-    seen: list[str] = []
+    stream.push(Piece("Hel"))
+    seen: list[Piece] = []
     reader = threading.Thread(target=lambda: seen.extend(stream))
     reader.start()
-    stream.push("lo")
-    stream.push(" world")
+    stream.push(Piece("lo"))
+    stream.push(Piece(" world"))
     stream.close()
     reader.join(10)
-    assert seen == ["Hel", "lo", " world"]
+    assert seen == [Piece("Hel"), Piece("lo"), Piece(" world")]
     assert list(stream) == seen  # a late reader gets everything too
     assert stream.text() == "Hello world"
 
 
 def test_stream_raises_its_error_after_the_pieces() -> None:
     stream = TokenStream()
-    stream.push("partial")
+    stream.push(Piece("partial"))
     stream.close(LorakitError("adapter vanished"))
     seen = []
     with pytest.raises(LorakitError, match="adapter vanished"):
         for piece in stream:
             seen.append(piece)
-    assert seen == ["partial"]
+    assert seen == [Piece("partial")]
 
 
 def test_stream_async_iteration_while_another_thread_pushes() -> None:
     stream = TokenStream()
 
     def produce() -> None:
-        for piece in ["a", "b", "c"]:
-            stream.push(piece)
+        for text in ["a", "b", "c"]:
+            stream.push(Piece(text))
         stream.close()
 
     async def consume() -> list[str]:
         threading.Timer(0.05, produce).start()
-        return [piece async for piece in stream]
+        return [piece.text async for piece in stream]
 
     assert asyncio.run(consume()) == ["a", "b", "c"]

@@ -1,5 +1,6 @@
 """Continuous decoding (lorakit/serve/engine/decoding.py): rows joining and leaving a running batch
-each get what their adapter alone generates, greedy or seeded sampling."""
+each get what their adapter alone generates, greedy or seeded sampling, and the log-probabilities
+of a plain forward when they ask for them."""
 
 from __future__ import annotations
 
@@ -115,6 +116,44 @@ def test_a_seed_reproduces_a_sampled_row_whatever_shares_its_batch(model) -> Non
     assert crowded.tokens == by_itself.tokens
     assert other_seed.tokens != by_itself.tokens
     assert greedy.tokens == alone(model, "b", [72, 73, 74, 75], 8)
+
+
+def forward_logprobs(model: torch.nn.Module, adapter: str | None, ids: list[int]) -> torch.Tensor:
+    """log_softmax of `adapter`'s logits at the last position of `ids`, alone and without a cache: (vocab,)."""
+    set_adapter(model, adapter)
+    try:
+        with torch.no_grad():
+            return torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], dim=-1)
+    finally:
+        set_adapter(model, None)
+
+
+def test_logprobs_are_the_log_softmax_of_a_plain_forward_for_the_rows_that_ask(model) -> None:
+    greedy = Row("a", [5, 6, 7], 5, NO_EOS, top_logprobs=3)
+    sampled = Row("b", [8, 9], 6, NO_EOS, temperature=1.5, top_p=0.9, seed=4, top_logprobs=0)
+    silent = Row(None, [10, 11, 12, 13], 4, NO_EOS)
+    run_to_end(Decoder(model, pad_id=0), {0: [greedy, silent], 1: [sampled]})
+    assert silent.logprobs == [] and len(silent.tokens) == 4
+    for row in (greedy, sampled):
+        assert len(row.logprobs) == len(row.tokens) == row.max_new_tokens
+        for i, (token, logprobs) in enumerate(zip(row.tokens, row.logprobs, strict=True)):
+            expected = forward_logprobs(model, row.adapter, row.prompt_ids + row.tokens[:i])
+            assert logprobs.logprob == pytest.approx(expected[token].item(), abs=1e-4)
+            values, ids = expected.topk(row.top_logprobs)
+            assert [alternative for alternative, _ in logprobs.top] == ids.tolist()
+            assert [value for _, value in logprobs.top] == pytest.approx(values.tolist(), abs=1e-4)
+    assert all(logprobs.top[0][0] == token for token, logprobs in zip(greedy.tokens, greedy.logprobs, strict=True))
+
+
+def test_a_row_finished_from_outside_draws_no_more(model) -> None:
+    stopped, other = Row("a", [60, 61], 20, NO_EOS), Row(None, [62, 63, 64], 5, NO_EOS)
+    decoder = Decoder(model, pad_id=0)
+    decoder.admit([stopped, other])
+    stopped.finish("stop")  # as the scheduler does when its text reaches a stop string
+    decoder.drop([stopped])
+    run_to_end(decoder, {})
+    assert stopped.tokens == alone(model, "a", [60, 61], 1) and stopped.finish_reason == "stop"
+    assert other.tokens == alone(model, None, [62, 63, 64], 5)
 
 
 def test_nucleus_sampling_keeps_the_smallest_set_reaching_top_p() -> None:

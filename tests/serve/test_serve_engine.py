@@ -1,5 +1,5 @@
 """The engine end to end on tiny models: batched mixed-adapter classification and generation,
-per-request errors, streaming (sync and asyncio), metrics."""
+per-request errors, streaming (sync and asyncio), stop strings, choice seeds, metrics."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from serve_helpers import (
 from lorakit.errors import LorakitError
 from lorakit.lora import load_adapter
 from lorakit.serve import AdapterRegistry, Engine, load_engine
-from lorakit.serve.engine.generate import GenerationHandle
+from lorakit.serve.engine.generate import GenerationHandle, choice_seed
 from lorakit.task_kind import TaskKind
 from tiny_models import tiny_bert, tiny_llama
 
@@ -128,6 +128,12 @@ def test_settings_are_checked_on_submit(classifier_dir: Path, generator_dir: Pat
             engine.submit_generate("g2", "w5", max_new_tokens=0)
         with pytest.raises(LorakitError, match="top_p"):
             engine.submit_generate("g2", "w5", temperature=1.0, top_p=0)
+        with pytest.raises(LorakitError, match="stop strings must be non-empty"):
+            engine.submit_generate("g2", "w5", stop=["w6", ""])
+        with pytest.raises(LorakitError, match="top_logprobs must be None or a whole number from 0 to 20"):
+            engine.submit_generate("g2", "w5", top_logprobs=21)
+        with pytest.raises(LorakitError, match="seed must be a whole number"):
+            engine.submit_generate("g2", "w5", temperature=1.0, seed=2**64)
         with pytest.raises(LorakitError, match="cannot classify"):
             engine.submit_classify("g2", "w5")
     with pytest.raises(LorakitError, match="shut down"):
@@ -162,7 +168,7 @@ def test_generation_batch_matches_each_adapter_alone_with_per_row_limits_and_eos
             engine.submit_generate(adapter, text(prompt), max_new_tokens=limit) for adapter, prompt, limit in requests
         ]
         results = [handle.future.result(timeout=60) for handle in handles]
-        streamed = ["".join(handle.stream) for handle in handles]
+        streamed = ["".join(piece.text for piece in handle.stream) for handle in handles]
         metrics = engine.metrics()["batcher"]
     assert metrics["completed"] == 5 and max(metrics["batch_sizes"]) > 1  # rows decoded together
     for (adapter, prompt, limit), result, stream in zip(requests, results, streamed, strict=True):
@@ -272,7 +278,7 @@ def test_too_long_prompt_fails_that_request_only(generator_dir: Path) -> None:
 def test_asyncio_api_and_streaming(generator_dir: Path) -> None:
     async def main(engine: Engine) -> tuple[str, str, str]:
         handle = engine.submit_generate("g8", text([5, 6, 7]), max_new_tokens=6)
-        pieces = [piece async for piece in handle.stream]
+        pieces = [piece.text async for piece in handle.stream]
         awaited = await engine.generate("g8", text([5, 6, 7]), max_new_tokens=6)
         result = await asyncio.wrap_future(handle.future)
         return "".join(pieces), awaited.text, result.text
@@ -308,3 +314,41 @@ def test_a_base_without_a_trained_head_classifies_only_through_adapters(tmp_path
         result = engine.submit_classify("two", text([5, 6, 7])).result(timeout=60)
     expected = classify_alone(classifier_dir / "two", 2, text([5, 6, 7]))
     assert list(result["probabilities"].values()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_stop_string_ends_its_row_at_once_and_its_stream_never_sends_it(generator_dir: Path) -> None:
+    with generator_engine(generator_dir, max_wait_ms=WAIT_MS) as engine:
+        full = engine.submit_generate("g2", text([5, 6, 7]), max_new_tokens=8).future.result(timeout=60)
+        words = full.text.split()
+        assert full.finish_reason == "length" and len(words) == 8  # only a stop string ends it early
+        across = f"{words[2][-1]} {words[3][:2]}"  # the end of token 3 and the start of token 4
+        stopped = engine.submit_generate("g2", text([5, 6, 7]), max_new_tokens=8, stop=["w999", across])
+        first = engine.submit_generate("g2", text([5, 6, 7]), max_new_tokens=8, stop=words[0], top_logprobs=0)
+        beside = engine.submit_generate("g4", text([9, 10]), max_new_tokens=8)
+        result = stopped.future.result(timeout=60)
+        assert result.text == full.text[: full.text.index(across)] and result.finish_reason == "stop"
+        made_it = next(k for k in range(1, 9) if across in engine.tokenizer.decode(full.token_ids[:k]))
+        assert result.token_ids == full.token_ids[:made_it]  # it left the batch with the token that made the stop
+        assert "".join(piece.text for piece in stopped.stream) == result.text  # pieces only add: none sent it
+        at_first = first.future.result(timeout=60)
+        assert (at_first.text, at_first.token_ids, at_first.finish_reason) == ("", full.token_ids[:1], "stop")
+        assert [entry.token for entry in at_first.logprobs] == [words[0]]  # its token's logprobs still come
+        assert beside.future.result(timeout=60).completion_tokens == 8
+    assert full.logprobs is None and result.logprobs is None  # not asked
+
+
+def test_choice_seeds_sample_different_texts_and_reproduce_them(generator_dir: Path) -> None:
+    assert choice_seed(7, 0) == 7 and choice_seed(None, 3) is None
+    assert choice_seed(7, 1) == choice_seed(7, 1) != choice_seed(7, 2)
+
+    def choices(engine: Engine) -> list[str]:
+        handles = [
+            engine.submit_generate("g8", text([5, 6]), max_new_tokens=6, temperature=1.0, seed=choice_seed(7, j))
+            for j in range(3)
+        ]
+        return [handle.future.result(timeout=60).text for handle in handles]
+
+    with generator_engine(generator_dir, max_wait_ms=WAIT_MS) as engine:
+        first = choices(engine)
+        again = choices(engine)
+    assert len(set(first)) == 3 and again == first

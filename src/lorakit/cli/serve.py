@@ -87,7 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=10.0,
         help="seconds for a request's whole body to arrive after its headers, else 408 (default 10)",
     )
-    group.add_argument("--max-inputs", type=int, default=64, help="texts or prompts per request (default 64)")
+    group.add_argument(
+        "--max-inputs", type=int, default=64, help="texts, or prompts × n choices, per request (default 64)"
+    )
     group.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens (default 512)")
     group.add_argument("--max-input-tokens", type=int, help="longest text to classify (default: the model's)")
     group.add_argument(

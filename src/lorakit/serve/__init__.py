@@ -15,7 +15,7 @@ from lorakit.serve.engine.batcher import Batcher
 from lorakit.serve.engine.engine import Engine, load_engine
 from lorakit.serve.engine.generate import Generation, GenerationHandle
 from lorakit.serve.engine.registry import AdapterRegistry
-from lorakit.serve.engine.stream import TokenStream
+from lorakit.serve.engine.stream import Piece, TokenLogprob, TokenStream
 from lorakit.serve.kernels.mixed import mixed_adapters, plan_rows
 from lorakit.serve.kernels.slots import AdapterSlots
 
@@ -27,6 +27,8 @@ __all__ = [
     "Engine",
     "Generation",
     "GenerationHandle",
+    "Piece",
+    "TokenLogprob",
     "TokenStream",
     "load_engine",
     "mixed_adapters",

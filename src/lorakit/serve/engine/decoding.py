@@ -16,7 +16,12 @@ remaining row uses any more are trimmed, so the cache is as long as its longest 
 Every row draws its own tokens: greedy (temperature 0) or sampled with its temperature and top_p
 from its own generator (seeded per request, so a seed reproduces its text whatever the batch).
 A row finishes at one of its end-of-sequence ids (finish_reason "stop") or at its max_new_tokens
-("length"). Adapters of any rank mix in one batch (`lorakit.serve.kernels.mixed_adapters`).
+("length"); the scheduler finishes one whose text reached a stop string (`Row.finish`, then
+`drop`). Adapters of any rank mix in one batch (`lorakit.serve.kernels.mixed_adapters`).
+
+A row that asks for log-probabilities (`top_logprobs` not None) gets, per drawn token, its
+log-probability and the `top_logprobs` highest ones: log_softmax of the row's fp32 logits, the
+model's own distribution before temperature and top_p (vLLM's default). Only those rows pay for it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ from lorakit.serve.kernels.mixed import mixed_adapters
 from lorakit.serve.kernels.slots import AdapterSlots
 
 
+@dataclass(frozen=True)
+class StepLogprobs:
+    """A row's log-probabilities at one step: the drawn token's, and the `top` highest ones as
+    (token id, log-probability), highest first."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
 @dataclass(eq=False)
 class Row:
     """One request being generated: what it asks for, and its tokens so far.
@@ -41,6 +55,8 @@ class Row:
     adapter: the adapter's name on the model (None: the base). prompt_ids: the prompt's token ids.
     temperature 0 is greedy; otherwise sampling with `temperature` and nucleus `top_p` from a
     generator seeded with `seed` (None: drawn from torch's global generator, not reproducible).
+    top_logprobs: None computes no log-probabilities; k records, per kept token, a `StepLogprobs`
+    with the k highest (`logprobs[i]` is `tokens[i]`'s).
     """
 
     adapter: str | None
@@ -50,7 +66,9 @@ class Row:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    top_logprobs: int | None = None
     tokens: list[int] = field(default_factory=list)
+    logprobs: list[StepLogprobs] = field(default_factory=list)
     finish_reason: str | None = None
     generator: torch.Generator | None = field(default=None, repr=False)
 
@@ -65,14 +83,22 @@ class Row:
         """Whether the row has finished (at an end-of-sequence id or its max_new_tokens)."""
         return self.finish_reason is not None
 
-    def take(self, token: int) -> None:
-        """Record a drawn token (an end-of-sequence id ends the row and is not kept)."""
+    def take(self, token: int, logprobs: StepLogprobs | None = None) -> None:
+        """Record a drawn token and its log-probabilities (an end-of-sequence id ends the row and
+        is not kept)."""
         if token in self.eos_ids:
             self.finish_reason = "stop"
             return
         self.tokens.append(token)
+        if logprobs is not None:
+            self.logprobs.append(logprobs)
         if len(self.tokens) >= self.max_new_tokens:
             self.finish_reason = "length"
+
+    def finish(self, reason: str) -> None:
+        """End the row for a reason found outside the decoder (a stop string in its text): it
+        draws no more tokens; `Decoder.drop` takes it out of the running batch."""
+        self.finish_reason = reason
 
 
 class Decoder:
@@ -127,8 +153,8 @@ class Decoder:
         cache = DynamicCache(config=self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(rows, ids, mask, positions, cache)
-        for row, token in zip(rows, self._draw(rows, logits), strict=True):
-            row.take(token)
+        for row, (token, logprobs) in zip(rows, self._draw(rows, logits), strict=True):
+            row.take(token, logprobs)
         self._splice(list(rows), cache, mask)
         return self._retire()
 
@@ -139,8 +165,8 @@ class Decoder:
         positions = self.mask.sum(-1, keepdim=True)
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
         logits = self._forward(self.rows, self.last, self.mask, positions, self.cache)
-        for row, token in zip(self.rows, self._draw(self.rows, logits), strict=True):
-            row.take(token)
+        for row, (token, logprobs) in zip(self.rows, self._draw(self.rows, logits), strict=True):
+            row.take(token, logprobs)
         self.last = torch.tensor([[row.tokens[-1] if row.tokens else self.pad_id] for row in self.rows])
         self.last = self.last.to(self.device)
         return self._retire()
@@ -167,13 +193,14 @@ class Decoder:
             )
         return out.logits[:, -1].float()
 
-    def _draw(self, rows: Sequence[Row], logits: torch.Tensor) -> list[int]:
-        """Each row's next token from its logits: argmax, or a draw with its own settings."""
+    def _draw(self, rows: Sequence[Row], logits: torch.Tensor) -> list[tuple[int, StepLogprobs | None]]:
+        """Each row's next token from its logits (argmax, or a draw with its own settings), and
+        its log-probabilities if the row asks for them."""
         tokens = logits.argmax(-1).tolist()
         for i, row in enumerate(rows):
             if row.temperature > 0:
                 tokens[i] = _sample(logits[i], row.temperature, row.top_p, row.generator)
-        return tokens
+        return list(zip(tokens, _logprobs(rows, logits, tokens), strict=True))
 
     def _splice(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor) -> None:
         """Add `rows` (their prefilled `cache` and `mask`) to the running batch, padding the
@@ -218,6 +245,23 @@ def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _logprobs(rows: Sequence[Row], logits: torch.Tensor, tokens: list[int]) -> list[StepLogprobs | None]:
+    """Per row, None, or (if it asks) the drawn token's log-probability and its `top_logprobs`
+    highest: log_softmax of its logits (rows, vocab), computed for the asking rows only."""
+    asking = [i for i, row in enumerate(rows) if row.top_logprobs is not None]
+    found: list[StepLogprobs | None] = [None] * len(rows)
+    if not asking:
+        return found
+    logprobs = torch.log_softmax(logits[asking], dim=-1)
+    drawn = logprobs.gather(1, torch.tensor([[tokens[i]] for i in asking], device=logprobs.device))[:, 0].tolist()
+    values, ids = logprobs.topk(max(rows[i].top_logprobs for i in asking), dim=-1)
+    values, ids = values.tolist(), ids.tolist()
+    for j, i in enumerate(asking):
+        top = rows[i].top_logprobs
+        found[i] = StepLogprobs(drawn[j], tuple(zip(ids[j][:top], values[j][:top], strict=True)))
+    return found
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -113,14 +115,19 @@ class Engine:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        stop: str | Sequence[str] = (),
+        top_logprobs: int | None = None,
     ) -> GenerationHandle:
         """Queue one prompt (a seq2seq model's encoder input); the handle's Future gives a
-        `Generation`, its `stream` the text as it is generated (iterate it, or `async for`).
-        temperature 0: greedy; `seed` makes sampling reproducible, whatever else shares the batch."""
+        `Generation`, its `stream` the text as it is generated, in `Piece`s (iterate it, or `async
+        for`). temperature 0: greedy; `seed` makes sampling reproducible, whatever else shares the
+        batch; the text ends before the first `stop` string; `top_logprobs` (0..20) adds each
+        token's log-probability and its likeliest alternatives' (see `GenerateInput`)."""
         self._check_kind("generate", TaskKind.CAUSAL_LM, TaskKind.SEQ2SEQ)
         if not isinstance(prompt, str):
             raise LorakitError("prompt must be a string")
-        payload = GenerateInput(prompt, max_new_tokens, temperature, top_p, seed)
+        stops = (stop,) if isinstance(stop, str) else tuple(stop)
+        payload = GenerateInput(prompt, max_new_tokens, temperature, top_p, seed, stops, top_logprobs)
         future = self.batcher.submit(_adapter_name(adapter), payload)
         return GenerationHandle(future, payload.stream, payload.abandoned)
 
@@ -128,10 +135,10 @@ class Engine:
         """`submit_classify`, awaited."""
         return await asyncio.wrap_future(self.submit_classify(adapter, text, text_pair))
 
-    async def generate(self, adapter: str | None, prompt: str, **sampling: float) -> Generation:
+    async def generate(self, adapter: str | None, prompt: str, **sampling: Any) -> Generation:
         """`submit_generate`, awaited (for streaming, use `submit_generate(...).stream`).
 
-        sampling: `submit_generate`'s keywords (max_new_tokens, temperature, top_p).
+        sampling: `submit_generate`'s keywords (max_new_tokens, temperature, top_p, seed, stop, top_logprobs).
         """
         return await asyncio.wrap_future(self.submit_generate(adapter, prompt, **sampling).future)
 

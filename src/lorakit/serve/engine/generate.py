@@ -1,9 +1,11 @@
 """What a generation request is and what it returns: settings, result, handle; the model's
-end-of-sequence and pad ids. The scheduler (engine/scheduler.py) runs the requests.
+end-of-sequence and pad ids; the seed of each of a request's choices. The scheduler
+(engine/scheduler.py) runs the requests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
@@ -11,7 +13,10 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from lorakit.errors import LorakitError
-from lorakit.serve.engine.stream import TokenStream
+from lorakit.serve.engine.stream import TokenLogprob, TokenStream
+
+MAX_TOP_LOGPROBS = 20  # most alternatives per token (OpenAI chat's limit)
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,10 @@ class GenerateInput:
     """A prompt, tokenized as is (render a chat with `lorakit.inference.generation.prompt_text`), and its settings.
 
     temperature 0 is greedy decoding; otherwise sampling with `temperature` and nucleus `top_p`,
-    from a generator seeded with `seed` (None: not reproducible).
+    from a generator seeded with `seed` (None: not reproducible). `stop`: strings that end the
+    generation where the text first holds one (the text ends before it). `top_logprobs`: None
+    for no log-probabilities, else each token's and its `top_logprobs` (0..20) likeliest
+    alternatives' (`TokenLogprob`).
     """
 
     prompt: str
@@ -27,6 +35,8 @@ class GenerateInput:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None
     stream: TokenStream = field(default_factory=TokenStream, compare=False)
     abandoned: threading.Event = field(default_factory=threading.Event, compare=False)  # see GenerationHandle.cancel
 
@@ -37,19 +47,29 @@ class GenerateInput:
             raise LorakitError(f"temperature must be 0 (greedy) or more; got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise LorakitError(f"top_p must be in (0, 1]; got {self.top_p!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise LorakitError(f"seed must be a whole number; got {self.seed!r}")
+        if self.seed is not None and (not _is_whole(self.seed) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
+            raise LorakitError(f"seed must be a whole number from -2**63 to 2**64 - 1; got {self.seed!r}")
+        if not all(isinstance(stop, str) and stop for stop in self.stop):
+            raise LorakitError(f"stop strings must be non-empty strings; got {self.stop!r}")
+        top = self.top_logprobs
+        if top is not None and (not _is_whole(top) or not 0 <= top <= MAX_TOP_LOGPROBS):
+            raise LorakitError(f"top_logprobs must be None or a whole number from 0 to {MAX_TOP_LOGPROBS}; got {top!r}")
 
 
 @dataclass(frozen=True)
 class Generation:
     """One request's output: the new text, its token ids, and why it stopped ("stop": end of
-    sequence; "length": max_new_tokens)."""
+    sequence or a stop string, the text then ending before it; "length": max_new_tokens).
+
+    `logprobs` (None unless asked for) has one `TokenLogprob` per token id: with a stop string,
+    also those of the tokens that made it, whose text is cut (as vLLM).
+    """
 
     text: str
     token_ids: list[int]
     finish_reason: str
     prompt_tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -80,6 +100,20 @@ class GenerationHandle:
             self.stream.close(CancelledError())
         else:
             self.stream.close(future.exception())
+
+
+def choice_seed(seed: int | None, choice: int) -> int | None:
+    """The seed of a request's `choice`-th choice (OpenAI's `n`): `seed` itself for the first,
+    then a hash of (seed, choice), so each choice samples its own text and the whole response
+    is reproducible; None stays None (not reproducible)."""
+    if seed is None or choice == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/{choice}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def eos_ids(model: nn.Module, tokenizer) -> set[int]:

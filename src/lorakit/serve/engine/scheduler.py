@@ -7,6 +7,8 @@ the step they finish.
                               drop rows whose client is gone (`GenerationHandle.cancel`) or
                               whose deadline passed (DeadlineExceeded)
                               one decode step for every running row (engine/decoding.py)
+                           ──► each row's text decoded (engine/detokenize.py); a row whose text
+                              reached a stop string leaves the batch now
                            ──► new text streamed per row; a finished row's Future resolved at once
 
 A short request admitted beside long ones waits for no one: it leaves as soon as it has its
@@ -29,18 +31,19 @@ from transformers import PreTrainedTokenizerBase
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.batcher import Request, RequestQueue
 from lorakit.serve.engine.decoding import Decoder, Row
+from lorakit.serve.engine.detokenize import RowText
 from lorakit.serve.engine.generate import GenerateInput, Generation, eos_ids, pad_id
 from lorakit.serve.engine.registry import AdapterRegistry
 
 
 @dataclass(eq=False)
 class _Live:
-    """A request on a decoder row: its pinned adapter, and how much of its text is streamed."""
+    """A request on a decoder row: its pinned adapter, and its text."""
 
     request: Request
     row: Row
     adapter: str | None
-    streamed: int = 0
+    output: RowText  # its text so far
 
 
 class Scheduler(RequestQueue):
@@ -116,12 +119,15 @@ class Scheduler(RequestQueue):
             return False
 
     def _step(self) -> None:
-        """Admit, drop the abandoned and the late, decode one step, stream and resolve (see the module doc)."""
+        """Admit, drop the abandoned and the late, decode one step, end rows at stop strings, stream
+        and resolve (see the module doc)."""
         with self.registry.model_lock:
             rows = self._admit()
             finished = self.decoder.admit(rows) if rows else []
+            finished += self._decode([self._live[id(row)] for row in rows])  # a first token may reach a stop string
             gone = [live for live in self._live.values() if live.request.payload.abandoned.is_set()]
-            late = [live for live in self._live.values() if live not in gone and self._expired(live.request)]
+            gone = [live for live in gone if not live.row.done]  # one done at admission ends as usual
+            late = [live for live in self._live.values() if live not in gone and self._late(live)]
             self.decoder.drop([live.row for live in gone + late])
             if self.decoder.rows:
                 self.tally.batch(len(self.decoder.rows))
@@ -130,10 +136,27 @@ class Scheduler(RequestQueue):
             self._end(live, error=CancelledError())
         for live in late:
             self._end(live, error=live.request.future.exception())
+        finished += self._decode(list(self._live.values()))
         for live in self._live.values():
             self._stream(live)
         for row in finished:
             self._end(self._live[id(row)])
+
+    def _late(self, live: _Live) -> bool:
+        """Whether a running row is past its request's deadline (its Future then fails: see `_expired`)."""
+        return not live.row.done and self._expired(live.request)
+
+    def _decode(self, lives: list[_Live]) -> list[Row]:
+        """Bring the rows' text up to date; the running ones whose text reached a stop string
+        finish ("stop") and leave the batch now. Returns those."""
+        stopped = []
+        for live in lives:
+            live.output.update(live.row)
+            if live.output.stopped and not live.row.done:
+                live.row.finish("stop")
+                stopped.append(live.row)
+        self.decoder.drop(stopped)
+        return stopped
 
     def _admit(self) -> list[Row]:
         """Rows for waiting requests, up to the free rows; a request that cannot run fails alone,
@@ -162,26 +185,23 @@ class Scheduler(RequestQueue):
         # seq2seq encoder reads it with the tokenizer's special tokens (see the decoder class).
         ids = self.tokenizer(settings.prompt, add_special_tokens=self.decoder.add_special_tokens)["input_ids"]
         self.decoder.check_fits(len(ids), settings.max_new_tokens, self.max_positions)
-        stops = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
-        row = Row(None, ids, settings.max_new_tokens, stops, settings.temperature, settings.top_p, settings.seed)
+        eos = frozenset(eos_ids(self.registry.model, self.tokenizer))  # read per request: the config may change
+        sampling = {"temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed}
+        row = Row(None, ids, settings.max_new_tokens, eos, **sampling, top_logprobs=settings.top_logprobs)
         if request.adapter is not None:
             info = self.registry.pin(request.adapter)
             if info.label_names is not None:
                 self.registry.unpin(request.adapter)
                 raise LorakitError(f"adapter {info.name!r} is a classifier ({info.task_type}); it cannot generate text")
             row.adapter = info.model_name
-        self._live[id(row)] = _Live(request, row, request.adapter)
+        self._live[id(row)] = _Live(request, row, request.adapter, RowText(self.tokenizer, settings.stop))
         return row
 
     def _stream(self, live: _Live) -> None:
-        """Push the row's new text; a suffix ending in an incomplete character waits for the rest
-        (the text is decoded whole each time, as transformers' TextStreamer does)."""
-        text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)
-        if text.endswith("\ufffd") and not live.row.done:
-            return
-        if len(text) > live.streamed:
-            live.request.payload.stream.push(text[live.streamed :])
-            live.streamed = len(text)
+        """Push what of the row's text can no longer change (see engine/detokenize.py)."""
+        piece = live.output.piece(done=live.row.done)
+        if piece is not None:
+            live.request.payload.stream.push(piece)
 
     def _end(self, live: _Live, error: BaseException | None = None) -> None:
         """Resolve a row that left the decoder, and unpin its adapter."""
@@ -194,8 +214,10 @@ class Scheduler(RequestQueue):
                 future.set_exception(error)
             return
         self._stream(live)
-        text = self.tokenizer.decode(live.row.tokens, skip_special_tokens=True)
-        generation = Generation(text, live.row.tokens, live.row.finish_reason, prompt_tokens=len(live.row.prompt_ids))
+        row, output = live.row, live.output
+        logprobs = tuple(output.logprobs) if row.top_logprobs is not None else None
+        reason = "stop" if output.stopped else row.finish_reason  # a stop string reached with the last token
+        generation = Generation(output.text, row.tokens, reason, prompt_tokens=len(row.prompt_ids), logprobs=logprobs)
         future.set_result(generation)
 
     def _fail_running(self, error: Exception) -> None:

@@ -1,10 +1,12 @@
 """A per-request stream of generated text, filled by the worker thread, read by sync or async code.
 
-    worker thread:  stream.push("Hel") … stream.push("lo") … stream.close()      (or close(error))
+    worker thread:  stream.push(Piece("Hel")) … stream.push(Piece("lo")) … stream.close()   (or close(error))
     a thread:       for piece in stream: …                       (blocks between pieces)
     asyncio:        async for piece in stream: …                  (awaits, never blocks the loop)
 
-Every reader sees every piece from the start, so a reader may attach late.
+A `Piece` is the next text and, when the request asked for them, the log-probabilities of the
+tokens drawn since the previous piece. Every reader sees every piece from the start, so a reader
+may attach late.
 """
 
 from __future__ import annotations
@@ -12,20 +14,44 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's text, its log-probability, and the `top` most likely tokens' (text,
+    log-probability) at its position, most likely first (empty unless asked for).
+
+    Log-probabilities are natural logs of the model's own distribution, softmax(logits), before
+    temperature and top_p reshape it (vLLM's default, "raw" log-probabilities).
+    """
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The next piece of a generation's text, and the log-probabilities of the tokens drawn since
+    the previous piece (empty unless the request asked for them)."""
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 class TokenStream:
-    """Text pieces of one generation, in order; iteration ends at `close()` or raises its error."""
+    """Pieces of one generation, in order; iteration ends at `close()` or raises its error."""
 
     def __init__(self) -> None:
-        self._pieces: list[str] = []
+        self._pieces: list[Piece] = []
         self._closed = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
 
-    def push(self, piece: str) -> None:
-        """Append a piece of text and wake every reader (ignored once the stream is closed)."""
+    def push(self, piece: Piece) -> None:
+        """Append a piece and wake every reader (ignored once the stream is closed)."""
         with self._changed:
             if self._closed:
                 return
@@ -46,11 +72,11 @@ class TokenStream:
         return self._closed
 
     def text(self) -> str:
-        """Everything pushed so far."""
+        """The text of every piece pushed so far."""
         with self._changed:
-            return "".join(self._pieces)
+            return "".join(piece.text for piece in self._pieces)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Piece]:
         """Every piece from the first, blocking the thread between pieces; raises the close error."""
         seen = 0
         while True:
@@ -64,7 +90,7 @@ class TokenStream:
             seen += len(new)
             yield from new
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[Piece]:
         """Every piece from the first, awaiting (never blocking the loop) between pieces; raises the close error."""
         seen = 0
         loop = asyncio.get_running_loop()
