@@ -55,7 +55,8 @@ def test_each_key_sees_and_uses_only_what_it_may(server: dict) -> None:
     assert call(server, "POST", "/v1/classify", ACME, {"adapter": "acme-sent", "inputs": ["w5"]}).status_code == 200
     base = call(server, "POST", "/v1/classify", ACME, {"adapter": None, "inputs": ["w5"]})
     assert base.status_code == 403 and base.json()["error"]["code"] == "base_model_forbidden"
-    assert call(server, "POST", "/v1/classify", OPS, {"inputs": ["w5"]}).status_code == 200
+    headless = call(server, "POST", "/v1/classify", OPS, {"inputs": ["w5"]})  # allowed, but the base has no head
+    assert headless.status_code == 400 and headless.json()["error"]["code"] == "adapter_required"
     assert call(server, "POST", "/v1/classify", ADMIN, {"adapter": "zeta", "inputs": ["w5"]}).status_code == 200
     assert call(server, "GET", "/v1/models", {"Authorization": "Bearer acme"}).status_code == 401
     assert requests.get(f"{server['url']}/health", timeout=10).status_code == 200
@@ -103,7 +104,7 @@ def test_metrics_count_per_tenant_and_need_the_metrics_permission(server: dict) 
     metrics = call(server, "GET", "/metrics", OPS).text
     for labels in (
         'endpoint="/v1/classify",status="200",tenant="acme"',
-        'endpoint="/v1/classify",status="200",tenant="ops"',
+        'endpoint="/v1/classify",status="400",tenant="ops"',  # allowed; the base has no trained head
         'endpoint="/metrics",status="403",tenant="acme"',
         'endpoint="/v1/models",status="401",tenant="-"',
     ):

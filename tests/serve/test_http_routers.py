@@ -121,7 +121,8 @@ class StandInEngine:
         return GenerationHandle(future, stream)
 
     def metrics(self) -> dict:
-        batcher = {"batch_sizes": {2: 3}, "completed": 6, "failed": 1, "cancelled": 0, "queued": 0}
+        outcomes = {"completed": 6, "failed": 1, "cancelled": 0, "timed_out": 0, "refused": 0}
+        batcher = {"batch_sizes": {2: 3}, **outcomes, "queued": 0}
         adapters = {"loaded": 1, "bytes": 1024, "max_bytes": 4096, "loads": 2, "evictions": 1}
         return {"batcher": batcher, "adapters": adapters}
 

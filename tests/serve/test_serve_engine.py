@@ -247,10 +247,11 @@ def test_seq2seq_rows_joining_mid_decode_match_each_adapter_alone(seq2seq_dir: P
 
         first = submit(*requests[0])
         pieces = iter(first.stream)
-        head = next(pieces)  # it runs: the others join its batch mid-decode
+        head = next(pieces).text  # it runs: the others join its batch mid-decode
         handles = [first, *(submit(*request) for request in requests[1:])]
         results = [handle.future.result(timeout=60) for handle in handles]
-        streamed = [head + "".join(pieces), *("".join(handle.stream) for handle in handles[1:])]
+        rest = ("".join(piece.text for piece in handle.stream) for handle in handles[1:])
+        streamed = [head + "".join(piece.text for piece in pieces), *rest]
         batch_sizes = engine.metrics()["batcher"]["batch_sizes"]
         with pytest.raises(LorakitError, match="cannot classify"):
             engine.submit_classify("t2", "w5")

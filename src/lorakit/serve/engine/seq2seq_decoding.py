@@ -95,8 +95,8 @@ class Seq2SeqDecoder(Decoder):
         cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
         inputs = {"input_ids": ids, "attention_mask": source, "decoder_input_ids": start, "cache": cache}
         out = self._run(rows, torch.zeros_like(start), decoder_attention_mask=torch.ones_like(start), **inputs)
-        for row, token in zip(rows, self._draw(rows, out.logits[:, -1].float()), strict=True):
-            row.take(token)
+        for row, (token, logprobs) in zip(rows, self._draw(rows, out.logits[:, -1].float()), strict=True):
+            row.take(token, logprobs)
         self._join_source(cache.cross_attention_cache, out.encoder_last_hidden_state, source)
         self._splice(list(rows), cache.self_attention_cache, torch.ones_like(start))
         return self._retire()
