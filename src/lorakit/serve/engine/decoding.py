@@ -35,6 +35,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from lorakit.errors import LorakitError
+from lorakit.serve.engine.kv_cache import slack_cache
 from lorakit.serve.kernels.mixed import mixed_adapters
 from lorakit.serve.kernels.slots import AdapterSlots
 
@@ -150,7 +151,7 @@ class Decoder:
         ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
         ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = DynamicCache(config=self.model.config)
+        cache = slack_cache(self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(rows, ids, mask, positions, cache)
         for row, (token, logprobs) in zip(rows, self._draw(rows, logits), strict=True):

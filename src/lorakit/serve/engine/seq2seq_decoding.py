@@ -41,6 +41,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.decoding import Decoder, Row
+from lorakit.serve.engine.kv_cache import slack_cache
 from lorakit.serve.kernels.mixed import mixed_adapters
 from lorakit.serve.kernels.slots import AdapterSlots
 
@@ -92,7 +93,7 @@ class Seq2SeqDecoder(Decoder):
         source = torch.tensor([[1] * len(r.prompt_ids) + [0] * (width - len(r.prompt_ids)) for r in rows])
         ids, source = ids.to(self.device), source.to(self.device)
         start = torch.full((len(rows), 1), self.start_id, dtype=torch.long, device=self.device)
-        cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
+        cache = EncoderDecoderCache(slack_cache(self.model.config), DynamicCache(config=self.model.config))
         inputs = {"input_ids": ids, "attention_mask": source, "decoder_input_ids": start, "cache": cache}
         out = self._run(rows, torch.zeros_like(start), decoder_attention_mask=torch.ones_like(start), **inputs)
         for row, (token, logprobs) in zip(rows, self._draw(rows, out.logits[:, -1].float()), strict=True):
