@@ -134,10 +134,10 @@ def test_resume_restores_what_was_saved(two_checkpoints):
 
 
 class FullDisk(io.RawIOBase):
-    """A file on a disk that fills after `room` bytes: the writes past it fail with ENOSPC."""
+    """A file on a disk that fills after `room` bytes: the writes past it fail with `code`."""
 
-    def __init__(self, path: Path, room: int) -> None:
-        self.file, self.room = open(path, "wb"), room  # noqa: SIM115 (closed with this object)
+    def __init__(self, path: Path, room: int, code: int = errno.ENOSPC) -> None:
+        self.file, self.room, self.code = open(path, "wb"), room, code  # noqa: SIM115 (closed with this object)
 
     def writable(self) -> bool:
         return True
@@ -147,7 +147,7 @@ class FullDisk(io.RawIOBase):
         if len(data) > self.room:
             self.file.write(data[: self.room])  # the disk takes what fits: a half-written file
             self.room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(self.code, os.strerror(self.code))
         self.room -= len(data)
         return self.file.write(data)
 
@@ -159,13 +159,13 @@ class FullDisk(io.RawIOBase):
         super().close()
 
 
-def fill_the_disk(monkeypatch, hits, room: int = 10) -> None:
+def fill_the_disk(monkeypatch, hits, room: int = 10, code: int = errno.ENOSPC) -> None:
     """From now on each file the checkpoint module writes where `hits(path)` hits a full disk
-    after `room` bytes."""
+    after `room` bytes (or another OS error `code`)."""
 
     def opener(path, mode="r", *args, **kwargs):
         if "w" in mode and hits(Path(path)):
-            return io.BufferedWriter(FullDisk(Path(path), room), buffer_size=16)
+            return io.BufferedWriter(FullDisk(Path(path), room, code), buffer_size=16)
         return open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint, "open", opener, raising=False)
@@ -197,6 +197,16 @@ def test_a_full_disk_while_pointing_latest_keeps_the_complete_checkpoint(two_che
     assert saved_steps(folder) == ["step-2", "step-4", "step-6"]  # step-6 is whole; old ones kept
     assert (folder / "latest").read_text() == "step-4"
     assert newest_intact(folder).path == folder / "step-6"  # resume reads the folders, not the pointer
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EIO, errno.EDQUOT])
+def test_any_write_error_during_a_save_is_one_line_naming_it(two_checkpoints, monkeypatch, code):
+    folder, (model, optimizer, scheduler) = two_checkpoints
+    fill_the_disk(monkeypatch, lambda path: path.name == "state.pt", code=code)
+    with pytest.raises(LorakitError) as caught:
+        save(folder, 6, model, optimizer, scheduler)
+    assert f"could not finish checkpoint {folder / 'step-6'} ({os.strerror(code)}); " in str(caught.value)
+    assert saved_steps(folder) == ["step-2", "step-4"]
 
 
 def test_an_interrupt_during_a_save_removes_the_half_written_checkpoint(two_checkpoints, monkeypatch):

@@ -126,8 +126,10 @@ def interrupt_when(monkeypatch, module, name: str, due) -> None:
         (checkpoint, "_write", lambda path, fill: path.name == "state.pt" and ".tmp-step-8" in str(path)),
         # Ctrl-C while validating at step 8 (before its checkpoint).
         (loop, "evaluate", lambda run, split, progress: split == "validation" and run.scheduler.last_epoch == 8),
+        # Ctrl-C in step 6's update.
+        (loop, "optimizer_step", lambda run, losses: run.scheduler.last_epoch == 5),
     ],
-    ids=["saving", "evaluating"],
+    ids=["saving", "evaluating", "training"],
 )
 def test_ctrl_c_stops_cleanly_and_resumes(
     tiny_classifier_dir, sentiment_csv, straight, tmp_path, monkeypatch, capsys, module, name, due

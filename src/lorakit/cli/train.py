@@ -32,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
     parser.add_argument("--config", help="YAML or JSON file of settings (flags override it)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest intact checkpoint (from step 0 when it has none)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its newest intact checkpoint (step 0 when it has none)"
+    )
     add_config_arguments(parser)
 
 
