@@ -32,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
     parser.add_argument("--config", help="YAML or JSON file of settings (flags override it)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a run from its newest intact checkpoint (step 0 when it has none)"
+    )
     add_config_arguments(parser)
 
 
@@ -98,10 +100,13 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 def run(args: argparse.Namespace) -> int:
     """Train with the resolved config and print the summary."""
     config, resume = resolve_config(args)
-    from lorakit.train.loop import train  # heavy imports only once the flags are valid
+    from lorakit.train.loop import Interrupted, train  # heavy imports only once the flags are valid
 
     try:
         result = train(config, resume=resume)
+    except Interrupted as interrupt:
+        print(f"lorakit train: interrupted; continue with lorakit train --resume {interrupt.run_dir}", file=sys.stderr)
+        return 130
     except RuntimeError as error:
         if not peer_lost(error):
             raise

@@ -5,8 +5,8 @@ CPU/GPU or under `accelerate launch` / `torchrun` (DDP): every rank takes every 
 length-grouped batch, gradients are averaged by DDP, evaluation is sharded and gathered, and
 only the main process writes files.
 
-    run   = setup(config, resume)          accelerator, run folder, task, data, model, optimizer
-    state = TrainState()                   or the latest checkpoint's (exact resume)
+    run   = setup(config, resume, lock)    accelerator, run folder (locked), task, data, model, optimizer
+    state = TrainState()                   or the newest intact checkpoint's (exact resume)
     while not done: train_epoch(...)       micro-batches → optimizer steps → eval → checkpoints
     finish(run, state)                     best weights → test → metrics.json, report.html
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from lorakit.models.first_token import first_token_only
 from lorakit.models.loading import load_config
 from lorakit.quant import OUTPUT_HEADS, load_nf4, quantize_model
 from lorakit.train import outputs
-from lorakit.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lorakit.train.checkpoint import load_checkpoint, newest_intact, save_checkpoint
 from lorakit.train.config import TrainConfig
 from lorakit.train.fast_paths import use_fast_paths
 from lorakit.train.fit import (
@@ -53,8 +52,9 @@ from lorakit.train.memory import MemoryEstimate
 from lorakit.train.optim import build_optimizer, build_scheduler
 from lorakit.train.pieces import cut
 from lorakit.train.precision import autocast, cast_frozen_parameters, resolve_precision, storage_dtype
-from lorakit.train.progress import Progress, peak_memory_bytes
+from lorakit.train.progress import Progress, StepTimer, peak_memory_bytes
 from lorakit.train.run_dir import CONFIG_FILE, new_run_dir
+from lorakit.train.run_lock import RunLock
 from lorakit.train.sharding import check_shardable, gradient_sync, shard_from_main, shard_model
 from lorakit.train.state import TrainState
 from lorakit.train.tasks import LossModule, Outcome, Task, TaskData, task_for
@@ -97,34 +97,61 @@ class Run:
         return autocast(self.precision, self.accelerator.device)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the main process of a run whose folder exists: `run_dir` resumes
+    from its last complete checkpoint (an interrupted save leaves no half-written one)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
     """Train, evaluate and write one run; with `resume`, continue `config.output_dir` from its
-    latest checkpoint and end exactly where an uninterrupted run would."""
-    run = setup(config, resume)
+    newest intact checkpoint and end exactly where an uninterrupted run would. The run folder is
+    locked against a second `lorakit train` until this returns (train/run_lock.py)."""
+    with RunLock() as lock:
+        run = setup(config, resume, lock)
+        try:
+            return train_run(run, resume)
+        except KeyboardInterrupt:
+            if run.accelerator.is_main_process:
+                raise Interrupted(run.run_dir) from None
+            raise
+
+
+def train_run(run: Run, resume: bool) -> RunResult:
+    """Everything after setup: resume, train, test, write."""
     state = start_state(run, resume)
     main = run.accelerator.is_main_process
-    progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not main, estimate=run.memory.peak)
-    if state.step == 0 and state.samples_before is None and _takes_part(run):
-        # Generation tasks record a few held-out generations now, to show beside the trained ones.
-        state.samples_before = samples(run, progress)
-    if run.task.evaluate_before_training and not state.history["eval"]:
-        # The untrained model's validation loss: the point the curve should fall from.
-        record_eval(run, state, evaluate(run, "validation", progress), 0.0, progress)
-    run.model.train()
-    done = state.step >= run.total_steps
-    while not done:
-        done = train_epoch(run, state, progress)
-    progress.close()
+    quiet = run.config.quiet
+    progress = Progress(run.total_steps, state.step, quiet=quiet, silent=not main, estimate=run.memory.peak)
+    try:
+        if state.step == 0 and state.samples_before is None and _takes_part(run):
+            # Generation tasks record a few held-out generations now, to show beside the trained ones.
+            state.samples_before = samples(run, progress)
+        if run.task.evaluate_before_training and not state.history["eval"]:
+            # The untrained model's validation loss: the point the curve should fall from.
+            record_eval(run, state, evaluate(run, "validation", progress), 0.0, progress)
+        run.model.train()
+        done = state.step >= run.total_steps
+        while not done:
+            done = train_epoch(run, state, progress)
+    finally:
+        progress.close()
     return finish(run, state, progress)
 
 
-def setup(config: TrainConfig, resume: bool) -> Run:
+def setup(config: TrainConfig, resume: bool, lock: RunLock) -> Run:
     """Accelerator, task data, the memory plan, run folder, the model with its adapter, optimizer
     and schedule. Everything that can refuse the run (data, model, budget) does so before the run
-    folder is written."""
+    folder is written; a folder that exists already is locked (`lock`) first of all, so a second
+    run into it is refused before it loads anything."""
     config = with_launcher_settings(config)  # `accelerate launch` with an FSDP config: --fsdp
     # cpu=True on a machine without CUDA lets accelerate set up gloo DDP under torchrun.
     accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available())
+    if config.output_dir and Path(config.output_dir).is_dir():
+        _lock_run_dir(accelerator, lock, Path(config.output_dir))
     if accelerator.device.type == "cpu":
         return_large_blocks()  # activations freed in a step go back to the OS (see lorakit/heap.py)
     set_seed(config.seed)
@@ -140,7 +167,7 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     check_context(config, model_config, data)
     memory = plan_memory(config, model_config, data, precision, accelerator, resume)
     total_steps = _total_steps(config, data, accelerator)
-    run_dir = _run_dir(accelerator, config, resume)
+    run_dir = _run_dir(accelerator, config, resume, lock)
 
     # Under FSDP only the main process loads a full-precision base; the others build on the meta
     # device. A 4-bit base is small: every process quantizes its own as it loads.
@@ -244,13 +271,40 @@ def _takes_part(run: Run) -> bool:
 
 
 def start_state(run: Run, resume: bool) -> TrainState:
-    """A fresh state, or the latest checkpoint's (weights, optimizer and schedule restored too)."""
+    """A fresh state, or on resume the newest intact checkpoint's (weights, optimizer and schedule
+    restored too). Resuming says in one line each which checkpoint it continues from and which
+    newer ones it skipped as damaged, and, in a folder without any, that it starts from step 0.
+
+    Raises:
+        LorakitError: the run folder has checkpoints and none of them is intact.
+    """
     state = TrainState()
-    checkpoint = latest_checkpoint(run.run_dir / "checkpoints") if resume else None
-    if checkpoint is not None:
-        saved = load_checkpoint(checkpoint, run.core, run.optimizer, run.scheduler)
-        state.load_state_dict(saved, source=f"checkpoint {checkpoint}")
+    if not resume:
+        return state
+    folder = run.run_dir / "checkpoints"
+    found = newest_intact(folder)
+    notes = [f"resume: skipped {folder / name}: {why}" for name, why in found.skipped]
+    if found.path is None and found.skipped:
+        _say(run, notes)
+        raise LorakitError(
+            f"no intact checkpoint in {folder} (each is damaged: see above); delete that folder to train "
+            f"{run.run_dir} again from step 0"
+        )
+    if found.path is None:
+        _say(run, [f"resume: no checkpoint in {run.run_dir}; starting from step 0"])
+        return state
+    saved = load_checkpoint(found.path, run.core, run.optimizer, run.scheduler)
+    state.load_state_dict(saved, source=f"checkpoint {found.path}")
+    unverified = "" if found.checksummed else " (written without checksums by an earlier lorakit: not verified)"
+    _say(run, [*notes, f"resume: continuing from {found.path}, step {state.step} of {run.total_steps}{unverified}"])
     return state
+
+
+def _say(run: Run, lines: list[str]) -> None:
+    """Print lines to stderr from the main process (before the progress bar exists)."""
+    if run.accelerator.is_main_process:
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
 
 
 def samples(run: Run, progress: Progress) -> list | None:
@@ -267,19 +321,19 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> bool:
     (the last step, or early stopping). Returns after the epoch's last batch."""
     config = run.config
     batches = epoch_batches(run.data.splits["train"], config, state.epoch, run.accelerator)
-    started = time.perf_counter()
+    timer = StepTimer()
     losses: list[torch.Tensor] = []
     for index in range(state.batch, len(batches)):
         last_in_epoch = index == len(batches) - 1
         sync = (index + 1) % config.gradient_accumulation_steps == 0 or last_in_epoch
+        timer.start()
         losses.append(forward_backward(run, state, batches[index], sync))
         if not sync:
             continue
         step_loss = optimizer_step(run, losses)
         losses = []
         state.step, state.batch = state.step + 1, index + 1
-        now = time.perf_counter()
-        state.train_seconds += now - started
+        state.train_seconds += timer.stop()
         progress.update(step_loss, state.tokens * run.accelerator.num_processes, state.train_seconds)
         epoch_position = state.epoch + (index + 1) / len(batches)
         if state.step % config.log_steps == 0 or state.step == 1:
@@ -287,7 +341,6 @@ def train_epoch(run: Run, state: TrainState, progress: Progress) -> bool:
         if last_in_epoch:
             state.epoch, state.batch = state.epoch + 1, 0
         done = after_step(run, state, progress, epoch_position, last_in_epoch)
-        started = time.perf_counter()
         if done or last_in_epoch:
             return done
     return False
@@ -458,20 +511,38 @@ def final_metrics(run: Run, state: TrainState, test: dict[str, Any], samples_aft
     }
 
 
-def _run_dir(accelerator: Accelerator, config: TrainConfig, resume: bool) -> Path:
-    """Decided on the main process and shared, so all ranks write to the same folder."""
+def _run_dir(accelerator: Accelerator, config: TrainConfig, resume: bool, lock: RunLock) -> Path:
+    """Decided on the main process, locked there (`lock`), and shared, so all ranks write to the
+    same folder."""
     chosen = [None]
     if accelerator.is_main_process:
         folder = Path(config.output_dir) if resume else new_run_dir(config)
         folder.mkdir(parents=True, exist_ok=True)
-        config.output_dir = str(folder)
-        if not resume:
-            config.save(folder / CONFIG_FILE)
         chosen = [str(folder)]
     if accelerator.num_processes > 1:
         broadcast_object_list(chosen)
-    config.output_dir = chosen[0]
-    return Path(chosen[0])
+    folder = Path(chosen[0])
+    _lock_run_dir(accelerator, lock, folder)
+    config.output_dir = str(folder)
+    if accelerator.is_main_process and not resume:
+        new_run_dir(config)  # checked again under the lock: another run may have taken the folder meanwhile
+        config.save(folder / CONFIG_FILE)
+    return folder
+
+
+def _lock_run_dir(accelerator: Accelerator, lock: RunLock, folder: Path) -> None:
+    """The main process locks `folder`; when another run holds it, every rank raises its one line
+    (the others would otherwise wait in the next collective for a main process that has gone)."""
+    refused = [None]
+    if accelerator.is_main_process:
+        try:
+            lock.acquire(folder)
+        except LorakitError as error:
+            refused = [str(error)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(refused)
+    if refused[0]:
+        raise LorakitError(refused[0])
 
 
 def _quantized_bytes(model: torch.nn.Module) -> dict[str, int]:

@@ -9,6 +9,7 @@ plots/*.png         loss curves, the validation metric, the confusion matrix (cl
 generations.json    (generation tasks) held-out prompts, references, generations before/after training
 report.html         one self-contained page with all of the above
 checkpoints/        resumable checkpoints and the best trainable weights
+.lorakit.lock       held (flock) while `lorakit train` runs here: one run per folder
 
 The adapter/model folder and its lorakit.json are written by `lorakit.artifacts`, the one owner of
 that format; this module decides what goes in them.

@@ -1,4 +1,5 @@
-"""What a person watching a run sees: a progress bar with loss, tokens/s, ETA and memory."""
+"""What a person watching a run sees (a progress bar with loss, tokens/s, ETA and memory), and the
+clock of the training time that tokens/s is measured over."""
 
 from __future__ import annotations
 
@@ -19,6 +20,30 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+class StepTimer:
+    """Times optimizer steps for `train_seconds`: from the start of a step's first micro-batch to
+    the end of its update. Outside it: start-up and loading, evaluation, held-out samples, and
+    writing checkpoints and weights. A run resumed from a checkpoint adds to the seconds saved
+    there, so an interrupted run reports about what an uninterrupted one does (the steps done
+    after the last checkpoint, lost with the process, count once: when they are done again)."""
+
+    clock = staticmethod(time.perf_counter)  # monotonic seconds; tests put a fake clock here
+
+    def __init__(self) -> None:
+        self.started: float | None = None  # the clock when the current step began; None between steps
+
+    def start(self) -> None:
+        """A micro-batch begins: the step's clock starts, unless it runs already."""
+        if self.started is None:
+            self.started = self.clock()
+
+    def stop(self) -> float:
+        """The step is done: its seconds (the clock stops until the next `start`)."""
+        seconds = self.clock() - self.started
+        self.started = None
+        return seconds
 
 
 class Progress:
