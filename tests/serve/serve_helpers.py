@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from transformers import (
 
 from lorakit.lora import LoraConfig, add_adapter, save_adapter
 from lorakit.lora.layer import ModulesToSave
+from lorakit.serve.engine.engine import Engine
 from tiny_models import VOCAB, tiny_bert, tiny_llama
 
 BASE_NAME = "tiny-base"
@@ -159,3 +161,16 @@ def write_seq2seq_generator(folder: Path, r: int, seed: int) -> Path:
     add_random_adapter(model, "default", r, "SEQ_2_SEQ_LM", SEQ2SEQ_TARGETS["t5"], seed)
     save_adapter(model, folder)
     return folder
+
+
+def slow_steps(engine: Engine, seconds: float) -> None:
+    """Make every decoder step take at least `seconds` (a slow model): deadlines pass mid-run, and
+    requests submitted one after the other arrive within a step."""
+    decoder = engine.batcher.decoder
+    step = decoder.step
+
+    def slow_step() -> list:
+        time.sleep(seconds)
+        return step()
+
+    decoder.step = slow_step

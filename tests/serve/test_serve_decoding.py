@@ -42,11 +42,46 @@ def alone(model: torch.nn.Module, adapter: str | None, prompt: list[int], count:
 def run_to_end(decoder: Decoder, arrivals: dict[int, list[Row]]) -> list[tuple[int, Row]]:
     """Step until no row runs, admitting `arrivals[s]` before step s; (step, row) as rows finish."""
     finished, step = [], 0
-    while decoder.rows or any(s >= step for s in arrivals):
+    while decoder.size or any(s >= step for s in arrivals):
         finished += [(step, row) for row in decoder.admit(arrivals.get(step, []))]
         finished += [(step, row) for row in decoder.step()]
         step += 1
     return finished
+
+
+def test_long_prompts_prefill_in_chunks_between_decode_steps(model) -> None:
+    """prefill_tokens=4: prompts longer than 4 tokens each prefill 4 columns per step (the shorter
+    first) while the running row gains a token every step; every row then equals its adapter alone."""
+    decoder = Decoder(model, pad_id=0, prefill_tokens=4)
+    running = Row("a", [5, 6], max_new_tokens=12, eos_ids=NO_EOS)
+    decoder.admit([running])  # 2 tokens: prefilled at once
+    long, longer = Row(None, list(range(40, 47)), 4, NO_EOS), Row("b", list(range(20, 29)), 4, NO_EOS)
+    assert decoder.admit([longer, long]) == []
+    assert decoder.prefilling == [long, longer] and decoder.size == 3
+    decoder.step()  # long: columns 0-3
+    assert decoder.rows == [running] and len(running.tokens) == 2 and not long.tokens
+    decoder.step()  # long: columns 4-6; it draws its first token, joins and decodes
+    assert decoder.rows == [running, long] and len(long.tokens) == 2 and decoder.prefilling == [longer]
+    for _ in range(3):  # longer: 9 columns, 3 chunks
+        decoder.step()
+    assert decoder.prefilling == [] and len(longer.tokens) == 2 and len(running.tokens) == 6
+    run_to_end(decoder, {})
+    for row in (running, long, longer):
+        assert row.tokens == alone(model, row.adapter, row.prompt_ids, row.max_new_tokens), row
+
+
+def test_a_row_dropped_while_prefilling_leaves_its_group(model) -> None:
+    decoder = Decoder(model, pad_id=0, prefill_tokens=2)
+    group = [Row("a", list(range(20, 29)), 3, NO_EOS), Row("b", list(range(40, 45)), 3, NO_EOS)]
+    decoder.admit(group)
+    decoder.step()
+    decoder.drop([group[0]])
+    assert decoder.prefilling == [group[1]]
+    run_to_end(decoder, {})
+    assert group[0].tokens == [] and group[1].tokens == alone(model, "b", group[1].prompt_ids, 3)
+    decoder.admit([group[0]])  # dropping every row of a group ends it
+    decoder.drop([group[0]])
+    assert decoder.size == 0 and decoder.prefills == []
 
 
 def test_rows_joining_and_leaving_generate_what_each_adapter_alone_does(model) -> None:

@@ -12,6 +12,7 @@ import torch
 from serve_helpers import (
     BASE_NAME,
     bert_with_labels,
+    slow_steps,
     text,
     tiny_seq2seq,
     tokenizer,
@@ -200,6 +201,19 @@ def test_a_short_request_leaves_while_a_long_one_runs(generator_dir: Path) -> No
         assert short.future.result(timeout=60).token_ids == generate_alone(generator_dir / "g8", [9], 2, eos=[3])
         assert not long.future.done()
         assert long.future.result(timeout=60).token_ids == generate_alone(generator_dir / "g2", [5, 6], 50, eos=[3])
+
+
+def test_a_short_request_is_not_held_up_by_a_long_prompt_prefilling(generator_dir: Path) -> None:
+    """Chunked prefill: 2 tokens per chunk, so the 60-token prompt prefills over 30 steps; the
+    short request joins meanwhile and is done long before."""
+    with generator_engine(generator_dir, prefill_tokens=2) as engine:
+        engine.model.generation_config.eos_token_id = 3
+        slow_steps(engine, 0.02)  # the 30 chunks take at least 0.6 s
+        long = engine.submit_generate("g2", text([5] * 60), max_new_tokens=2)
+        short = engine.submit_generate("g8", text([9]), max_new_tokens=2)
+        assert short.future.result(timeout=60).token_ids == generate_alone(generator_dir / "g8", [9], 2, eos=[3])
+        assert not long.future.done() and long.stream.text() == ""
+        assert long.future.result(timeout=60).token_ids == generate_alone(generator_dir / "g2", [5] * 60, 2, eos=[3])
 
 
 def test_a_cancelled_request_leaves_the_batch_at_the_next_step(generator_dir: Path) -> None:

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_helpers import text, write_generator
+from serve_helpers import slow_steps, text, write_generator
 from test_serve_batcher import Recorder
 from test_serve_engine import generator_engine
 
 from lorakit.errors import LorakitError
 from lorakit.serve.engine.batcher import Batcher
-from lorakit.serve.engine.engine import Engine
 from lorakit.serve.engine.overload import DeadlineExceeded, QueueFull
 
 
@@ -23,18 +22,6 @@ def generator_dir(tmp_path: Path) -> Path:
     for name, r, seed in (("g2", 2, 1), ("g4", 4, 2), ("g8", 8, 3)):
         write_generator(tmp_path / name, r=r, seed=seed)
     return tmp_path
-
-
-def slow_steps(engine: Engine, seconds: float) -> None:
-    """Make every decode step take at least `seconds` (a slow model), so deadlines can pass mid-run."""
-    decoder = engine.batcher.decoder
-    step = decoder.step
-
-    def slow_step() -> list:
-        time.sleep(seconds)
-        return step()
-
-    decoder.step = slow_step
 
 
 def test_a_full_queue_refuses_with_a_retry_hint_and_rolls_nothing_back(generator_dir: Path) -> None:

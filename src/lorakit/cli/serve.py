@@ -71,6 +71,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "they join the running batch at its next step",
     )
     group.add_argument("--max-adapter-bytes", type=int, default=256 * 2**20, help="adapter memory budget (256 MiB)")
+    group.add_argument(
+        "--prefill-tokens",
+        type=int,
+        default=512,
+        help="generation: prompt tokens prefilled between two decode steps; a longer prompt is prefilled "
+        "in chunks, so running rows wait at most one chunk (default 512)",
+    )
     group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX-512 bf16)")
     group.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     group = parser.add_argument_group("request limits")
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         max_queued=args.max_queue,
         request_timeout=args.request_timeout,
+        prefill_tokens=args.prefill_tokens,
     )
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
@@ -174,6 +182,7 @@ def _check(args: argparse.Namespace) -> None:
         "--max-input-tokens": args.max_input_tokens,
         "--threads": args.threads,
         "--max-queue": args.max_queue,
+        "--prefill-tokens": args.prefill_tokens,
     }
     for flag, value in positive.items():
         if value is not None and value < 1:

@@ -35,7 +35,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from lorakit.errors import LorakitError
-from lorakit.serve.engine.kv_cache import slack_cache
+from lorakit.serve.engine.prefill import Prefill
 from lorakit.serve.kernels.mixed import mixed_adapters
 from lorakit.serve.kernels.slots import AdapterSlots
 
@@ -108,7 +108,9 @@ class Decoder:
     `autocast` is entered around every forward.
 
     Prompts are tokenized as they are, without the tokenizer's special tokens: a chat rendered by
-    its template holds its own, as in training and `lorakit generate`.
+    its template holds its own, as in training and `lorakit generate`. A prompt longer than a
+    chunk of `prefill_tokens` tokens is prefilled a chunk per `step` (`engine/prefill.py`), so the
+    running rows wait at most one chunk for it.
     """
 
     add_special_tokens = False
@@ -119,15 +121,30 @@ class Decoder:
         pad_id: int,
         slots: AdapterSlots | None = None,
         autocast: contextlib.AbstractContextManager | None = None,
+        prefill_tokens: int = 512,
     ) -> None:
+        if prefill_tokens < 1:
+            raise LorakitError(f"prefill_tokens must be at least 1; got {prefill_tokens}")
         self.model = model
         self.pad_id = pad_id
         self.slots = slots
         self.autocast = autocast or contextlib.nullcontext()
+        self.prefill_tokens = prefill_tokens
+        self.prefills: list[Prefill] = []  # groups of new rows still prefilling, oldest first
         self.rows: list[Row] = []
         self.cache: DynamicCache | None = None
         self.mask = torch.zeros(0, 0, dtype=torch.long)
         self.last = torch.zeros(0, 1, dtype=torch.long)  # each running row's last token, fed next
+
+    @property
+    def size(self) -> int:
+        """Rows decoding plus rows still prefilling: what the batch holds."""
+        return len(self.rows) + sum(len(group.rows) for group in self.prefills)
+
+    @property
+    def prefilling(self) -> list[Row]:
+        """The rows whose prompts are still being prefilled."""
+        return [row for group in self.prefills for row in group.rows]
 
     @property
     def device(self) -> torch.device:
@@ -144,22 +161,41 @@ class Decoder:
 
     def admit(self, rows: Sequence[Row]) -> list[Row]:
         """Prefill `rows` and draw their first tokens; the rows not yet done join the batch.
-        Returns the rows that finished at their first token."""
-        if not rows:
-            return []
-        width = max(len(row.prompt_ids) for row in rows)
-        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = slack_cache(self.model.config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self._forward(rows, ids, mask, positions, cache)
-        for row, (token, logprobs) in zip(rows, self._draw(rows, logits), strict=True):
-            row.take(token, logprobs)
-        self._splice(list(rows), cache, mask)
-        return self._retire()
+        Returns the rows that finished at their first token.
+
+        The shortest prompts that together fit one chunk (`prefill_tokens`) are prefilled now, as
+        one batch; each longer one waits in `prefills`, to be prefilled a chunk per `step`, so a
+        short prompt never waits for a long one."""
+        now: list[Row] = []
+        for row in sorted(rows, key=lambda row: len(row.prompt_ids)):
+            if (len(now) + 1) * len(row.prompt_ids) <= self.prefill_tokens:
+                now.append(row)
+            else:
+                self.prefills.append(Prefill([row], self.pad_id, self.model.config, self.device))
+        now.sort(key=list(rows).index)  # the order they came in
+        return self._prefill(Prefill(now, self.pad_id, self.model.config, self.device)) if now else []
 
     def step(self) -> list[Row]:
+        """One chunk of the oldest group still prefilling, then one new token for every running
+        row; returns the rows that finished."""
+        finished = self._prefill(self.prefills[0]) if self.prefills else []
+        return finished + self._decode()
+
+    def _prefill(self, group: Prefill) -> list[Row]:
+        """Run `group`'s next chunk; if that was its last, its rows draw their first tokens and
+        join the batch (the group leaves `prefills`). Returns the rows that finished at once."""
+        ids, mask, positions = group.chunk(self.prefill_tokens)
+        logits = self._forward(group.rows, ids, mask, positions, group.cache)
+        if not group.finished:
+            return []
+        if group in self.prefills:
+            self.prefills.remove(group)
+        for row, (token, logprobs) in zip(group.rows, self._draw(group.rows, logits), strict=True):
+            row.take(token, logprobs)
+        self._splice(group.rows, group.cache, group.mask)
+        return self._retire()
+
+    def _decode(self) -> list[Row]:
         """One new token for every running row; returns the rows that finished with it."""
         if not self.rows:
             return []
@@ -173,8 +209,13 @@ class Decoder:
         return self._retire()
 
     def drop(self, rows: Sequence[Row]) -> None:
-        """Take `rows` out of the running batch now (their tokens so far stay on them)."""
+        """Take `rows` out of the batch now, running or still prefilling (their tokens so far stay
+        on them)."""
         leaving = {id(row) for row in rows}
+        for group in list(self.prefills):
+            group.drop(leaving)
+            if not group.rows:
+                self.prefills.remove(group)
         self._keep([i for i, row in enumerate(self.rows) if id(row) not in leaving])
 
     def _forward(

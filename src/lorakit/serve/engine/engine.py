@@ -59,6 +59,8 @@ class Engine:
         max_queued: most rows waiting to run; past it `submit_*` raises QueueFull (None: no bound).
         request_timeout: seconds a request may take from submit to result, else it fails with
             DeadlineExceeded (None: no limit).
+        prefill_tokens: generation: about how many prompt tokens one prefill chunk computes
+            between two decode steps (a long prompt never stalls the running rows for longer).
         needs_adapter: the base alone cannot answer (a classifier whose head was not trained, see
             `untrained_head`), so every request must name an adapter.
     """
@@ -75,6 +77,7 @@ class Engine:
         max_queued: int | None = None,
         request_timeout: float | None = None,
         needs_adapter: bool = False,
+        prefill_tokens: int = 512,
     ) -> None:
         self.kind = _served_kind(getattr(registry.kind, "peft_type", None))
         self.model = registry.model.eval()
@@ -91,7 +94,13 @@ class Engine:
         else:  # max_wait_ms does not apply: a request joins the running batch at the next step
             decoder = Seq2SeqDecoder if self.kind is TaskKind.SEQ2SEQ else Decoder
             self.batcher = Scheduler(
-                registry, tokenizer, self._autocast, max_positions=self.max_positions, decoder=decoder, **bounds
+                registry,
+                tokenizer,
+                self._autocast,
+                max_positions=self.max_positions,
+                decoder=decoder,
+                prefill_tokens=prefill_tokens,
+                **bounds,
             )
 
     def submit_classify(self, adapter: str | None, text: str, text_pair: str | None = None) -> Future:
@@ -191,6 +200,7 @@ def load_engine(
     bf16: bool = False,
     max_queued: int | None = None,
     request_timeout: float | None = None,
+    prefill_tokens: int = 512,
 ) -> Engine:
     """Load `base_model` (packaged name, folder or Hub id) and its tokenizer, and start an Engine.
 
@@ -228,6 +238,7 @@ def load_engine(
         max_queued=max_queued,
         request_timeout=request_timeout,
         needs_adapter=bool(untrained),
+        prefill_tokens=prefill_tokens,
     )
 
 

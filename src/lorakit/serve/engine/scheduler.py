@@ -59,6 +59,8 @@ class Scheduler(RequestQueue):
         max_queued / timeout: see `RequestQueue`; a row past its deadline leaves the batch at the
             next step and its request fails with DeadlineExceeded (text already streamed stays sent).
         decoder: the decoder class: `Decoder` for a causal LM, `Seq2SeqDecoder` for an encoder-decoder.
+        prefill_tokens: about how many prompt tokens one prefill chunk computes between two decode
+            steps (see `Decoder`): a long prompt delays the running rows by one chunk at a time.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Scheduler(RequestQueue):
         timeout: float | None = None,
         name: str = "lorakit-scheduler",
         decoder: type[Decoder] = Decoder,
+        prefill_tokens: int = 512,
     ) -> None:
         if max_batch_size < 1:
             raise LorakitError(f"max_batch_size must be at least 1; got {max_batch_size}")
@@ -82,7 +85,7 @@ class Scheduler(RequestQueue):
         self.max_batch_size = max_batch_size
         self.max_positions = max_positions
         padding = pad_id(tokenizer, eos_ids(registry.model, tokenizer))
-        self.decoder = decoder(registry.model, padding, registry.slots, autocast())
+        self.decoder = decoder(registry.model, padding, registry.slots, autocast(), prefill_tokens=prefill_tokens)
         self._live: dict[int, _Live] = {}  # id(row) → its request
         self._start()
 
@@ -167,7 +170,7 @@ class Scheduler(RequestQueue):
                 if request.future.set_running_or_notify_cancel():
                     self._expired(request)
         rows = []
-        while self._waiting and len(self.decoder.rows) + len(rows) < self.max_batch_size:
+        while self._waiting and self.decoder.size + len(rows) < self.max_batch_size:
             request = self._waiting.popleft()
             if not request.future.set_running_or_notify_cancel() or self._expired(request):
                 continue
@@ -221,7 +224,7 @@ class Scheduler(RequestQueue):
         future.set_result(generation)
 
     def _fail_running(self, error: Exception) -> None:
-        self.decoder.drop(self.decoder.rows)
+        self.decoder.drop(self.decoder.rows + self.decoder.prefilling)
         for live in list(self._live.values()):
             self._end(live, error=error)
 

@@ -64,8 +64,9 @@ class Seq2SeqDecoder(Decoder):
         pad_id: int,
         slots: AdapterSlots | None = None,
         autocast: contextlib.AbstractContextManager | None = None,
+        prefill_tokens: int = 512,
     ) -> None:
-        super().__init__(model, pad_id, slots, autocast)
+        super().__init__(model, pad_id, slots, autocast, prefill_tokens)  # the encoder runs whole, at admit
         self.start_id = model.config.decoder_start_token_id
         if self.start_id is None:
             raise LorakitError(
