@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from lorakit.data import ON_EMPTY_CHOICES, ClassificationOptions, GenerativeOptions
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name
+from lorakit.folders import write_text
 from lorakit.lora.config import LoraConfig, parse_target_spec
 from lorakit.report.humanize import parse_bytes
 from lorakit.task_kind import TaskKind
@@ -336,7 +337,7 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         """Write the config as YAML (what `--resume` reads back)."""
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -379,9 +380,9 @@ def _on_off(value: Any) -> Any:
 
 def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
     if value not in allowed:
-        raise LorakitError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise LorakitError(f"{option_name(name)} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _positive_int(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise LorakitError(f"{name} must be a positive integer, got {value!r}")
+        raise LorakitError(f"{option_name(name)} must be a positive integer, got {value!r}")

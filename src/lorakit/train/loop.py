@@ -27,7 +27,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from lorakit.artifacts import ArtifactInfo
 from lorakit.data.batching import LengthGroupedSampler
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, RunInterrupted
 from lorakit.heap import return_large_blocks
 from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
 from lorakit.models import load_tokenizer
@@ -99,8 +99,21 @@ class Run:
 
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
     """Train, evaluate and write one run; with `resume`, continue `config.output_dir` from its
-    latest checkpoint and end exactly where an uninterrupted run would."""
+    latest checkpoint and end exactly where an uninterrupted run would.
+
+    Raises:
+        LorakitError: the config, data, model or output folder cannot make this run.
+        RunInterrupted: Ctrl-C once the run folder exists; it names the folder to resume.
+    """
     run = setup(config, resume)
+    try:
+        return _train(run, resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run.run_dir) from None
+
+
+def _train(run: Run, resume: bool) -> RunResult:
+    config = run.config
     state = start_state(run, resume)
     main = run.accelerator.is_main_process
     progress = Progress(run.total_steps, state.step, quiet=config.quiet, silent=not main, estimate=run.memory.peak)
@@ -137,15 +150,18 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     data = task.load_data(tokenizer)
+    if accelerator.is_main_process:  # rows skipped, splits carved, possible leakage: shown, not only filed
+        for note in data.notes:
+            print(f"data: {note}", file=sys.stderr, flush=True)
     check_context(config, model_config, data)
     memory = plan_memory(config, model_config, data, precision, accelerator, resume)
     total_steps = _total_steps(config, data, accelerator)
-    run_dir = _run_dir(accelerator, config, resume)
 
     # Under FSDP only the main process loads a full-precision base; the others build on the meta
     # device. A 4-bit base is small: every process quantizes its own as it loads.
     empty = config.fsdp and not config.quantize and not accelerator.is_main_process
     core = build_model(config, task, data, precision, empty=empty)
+    run_dir = _run_dir(accelerator, config, resume)  # once the model loaded: a refused one writes nothing
     quantized = _quantized_bytes(core) if config.quantize else {}
     cast_frozen_parameters(core, precision)
     use_fast_paths(core, config.fast_dropout)
