@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from lorakit.artifacts import artifact_kind
     from lorakit.task_kind import TaskKind
 
+    if args.batch_size < 1:
+        raise LorakitError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.output:  # before minutes of scoring, not after
         check_writable_file(Path(args.output), "--output")
     if artifact_kind(Path(args.adapter)) is not TaskKind.CLASSIFICATION:

@@ -50,6 +50,8 @@ def read_texts(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
 
 def run(args: argparse.Namespace) -> int:
     """Run this command with parsed `args`; returns the exit status."""
+    if args.batch_size < 1:
+        raise LorakitError(f"--batch-size must be at least 1, got {args.batch_size}")
     texts, pairs = read_texts(args)
     if not texts:
         raise LorakitError("no texts to classify (the input was empty)")

@@ -272,19 +272,20 @@ class TrainConfig:
                 _positive_int(getattr(self, name), name)
         pieces = self.piece_tokens
         if pieces is not None and (isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 0):
-            raise LorakitError(f"piece_tokens must be a whole number >= 0 (0: whole micro-batches), got {pieces!r}")
-        if isinstance(self.generation_samples, bool) or not isinstance(self.generation_samples, int):
-            raise LorakitError(f"generation_samples must be a whole number >= 0, got {self.generation_samples!r}")
-        if self.generation_samples < 0:
-            raise LorakitError(f"generation_samples must be >= 0, got {self.generation_samples}")
+            raise LorakitError(
+                f"{option_name('piece_tokens')} must be a whole number >= 0 (0: whole micro-batches), got {pieces!r}"
+            )
+        samples = self.generation_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise LorakitError(f"{option_name('generation_samples')} must be a whole number >= 0, got {samples!r}")
         if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool) or self.epochs <= 0:
-            raise LorakitError(f"epochs must be a positive number, got {self.epochs!r}")
+            raise LorakitError(f"{option_name('epochs')} must be a positive number, got {self.epochs!r}")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
-            raise LorakitError(f"lr must be a number in (0, 1), got {self.lr!r}")
+            raise LorakitError(f"{option_name('lr')} must be a number in (0, 1), got {self.lr!r}")
         if not 0 <= self.warmup_ratio < 1:
-            raise LorakitError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+            raise LorakitError(f"{option_name('warmup_ratio')} must be in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0:
-            raise LorakitError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise LorakitError(f"{option_name('weight_decay')} must be >= 0, got {self.weight_decay!r}")
 
     def max_memory_bytes(self) -> int | None:
         """The memory budget in bytes, or None without one (raises LorakitError for a non-size)."""
@@ -293,8 +294,8 @@ class TrainConfig:
         try:
             return parse_bytes(self.max_memory)
         except ValueError:
-            message = f"max_memory must be a size such as 4GiB, 512MiB or 1.5G; got {self.max_memory!r}"
-            raise LorakitError(message) from None
+            example = "a size such as 4GiB, 512MiB or 1.5G"
+            raise LorakitError(f"{option_name('max_memory')} must be {example}; got {self.max_memory!r}") from None
 
     def lora_config_kwargs(self) -> dict[str, Any]:
         """The LoRA fields as `LoraConfig` keyword arguments."""

@@ -1,5 +1,6 @@
-"""Texts that are not UTF-8 (a Latin-1 --file, standard input) and an `eval --output` that cannot be
-written are one line with exit status 2; a metrics file is written whole or not at all."""
+"""Texts that are not UTF-8 (a Latin-1 --file, standard input), a batch size below one and an
+`eval --output` that cannot be written are one line with exit status 2; a metrics file is written
+whole or not at all."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ def test_standard_input_that_is_not_utf8(command: str, classifier: Path, capsys,
     assert error_line(capsys, command) == (
         "standard input is not utf-8 text (undecodable byte at position 6); re-encode it as utf-8"
     )
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize("size", ["0", "-4"])
+def test_a_batch_size_below_one(command: str, size: str, classifier: Path, capsys):
+    data = ["--data", str(classifier / "data.csv")] if command == "eval" else ["w3 w4"]
+    assert main([command, "--adapter", str(classifier / "run"), *data, "--batch-size", size]) == 2
+    assert error_line(capsys, command) == f"--batch-size must be at least 1, got {size}"
 
 
 def eval_argv(classifier: Path, output: Path) -> list[str]:
