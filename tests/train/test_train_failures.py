@@ -146,3 +146,12 @@ def test_a_missing_column_names_the_flag(tiny_classifier_dir, sentiment_csv, tmp
         "lorakit train: error: reviews.csv has no column 'body'; columns present: ['review', 'sentiment']; "
         "pass --text-column <one of them>"
     )
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_bytes("r: 4  # café\n".encode("latin-1"))
+    assert main(["train", "--config", str(config)]) == 2
+    assert last_error(capsys) == (
+        "lorakit train: error: run.yaml is not UTF-8 text (undecodable byte at position 11); re-save it as UTF-8"
+    )

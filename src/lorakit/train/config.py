@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from lorakit.data import ON_EMPTY_CHOICES, ClassificationOptions, GenerativeOptions
+from lorakit.data.readers import read_text_file
 from lorakit.errors import LorakitError, option_name
 from lorakit.folders import write_text
 from lorakit.lora.config import LoraConfig, parse_target_spec
@@ -360,9 +361,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise LorakitError(f"config file {file} does not exist")
+    text = read_text_file(file)
     try:
-        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
         reason = " ".join(str(error).split())
         raise LorakitError(f"config file {file} is not valid YAML/JSON: {reason}") from None
     if data is None:
