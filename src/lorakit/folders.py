@@ -55,8 +55,10 @@ def write_failure(error: BaseException, path: Path) -> LorakitError | None:
         code = int(found.group(1))
     else:
         return None
-    if code not in _REFUSALS:
-        return None
+    return _refusal(code, path) if code in _REFUSALS else None
+
+
+def _refusal(code: int, path: Path) -> LorakitError:
     reason, fix = _REFUSALS[code]
     return LorakitError(f"cannot write {path}: {reason}; {fix}")
 
@@ -99,7 +101,7 @@ def _check_creatable(folder: Path, what: str, target: Path | None = None) -> Non
     if not existing.is_dir():
         raise LorakitError(f"{what} {target} cannot be created: {existing} is a file; choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise write_failure(OSError(_access_errno(existing), "refused"), target)
+        raise _refusal(_access_errno(existing), target)
 
 
 def _access_errno(folder: Path) -> int:
