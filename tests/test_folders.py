@@ -100,6 +100,20 @@ def test_a_disk_full_folder_keeps_the_previous_folder(tmp_path: Path):
     assert (out / "weights").read_text() == "v1" and leftovers(tmp_path) == []
 
 
+def test_a_refused_write_inside_a_staged_folder_names_the_folder(tmp_path: Path):
+    """Not the temporary being written inside the staging folder: the user's destination."""
+    out = tmp_path / "adapter"
+    with (
+        pytest.raises(LorakitError) as error,
+        staged_folder(out) as staging,
+        staged_files(staging / "adapter_model.safetensors") as (weights,),
+    ):
+        weights.write_bytes(b"half")
+        no_space()
+    assert str(error.value) == f"cannot write {out}: {DISK_FULL}"
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 def test_an_error_that_is_no_refused_write_keeps_its_type(tmp_path: Path):
     with pytest.raises(KeyError), staged_folder(tmp_path / "out"):
         raise KeyError("a bug")

@@ -46,29 +46,39 @@ _REFUSALS = {
 _SAFETENSORS_CODE = re.compile(r"\((?:os error|Os \{ code:) (\d+)")
 
 
-def write_failure(error: BaseException, path: Path) -> LorakitError | None:
-    """The one-line error for a write to `path` that the machine refused (`error`: an OSError, or
-    safetensors' error wrapping one), or None when `error` is not such a refusal."""
-    if isinstance(error, OSError):
+class WriteRefused(LorakitError):
+    """A write to `path` that the machine refused; `code` is the errno (ENOSPC: disk full, ...)."""
+
+    def __init__(self, code: int, path: Path) -> None:
+        reason, fix = _REFUSALS[code]
+        super().__init__(f"cannot write {path}: {reason}; {fix}")
+        self.code = code
+        self.path = path
+
+
+def write_failure(error: BaseException, path: Path) -> WriteRefused | None:
+    """The one-line error for a write to `path` that the machine refused (`error`: an OSError,
+    safetensors' error wrapping one, or a `WriteRefused` already), or None when `error` is not
+    such a refusal."""
+    if isinstance(error, WriteRefused):
+        code = error.code
+    elif isinstance(error, OSError):
         code = error.errno
     elif isinstance(error, SafetensorError) and (found := _SAFETENSORS_CODE.search(str(error))):
         code = int(found.group(1))
     else:
         return None
-    return _refusal(code, path) if code in _REFUSALS else None
-
-
-def _refusal(code: int, path: Path) -> LorakitError:
-    reason, fix = _REFUSALS[code]
-    return LorakitError(f"cannot write {path}: {reason}; {fix}")
+    return WriteRefused(code, path) if code in _REFUSALS else None
 
 
 @contextlib.contextmanager
 def refused_writes(path: Path) -> Iterator[None]:
-    """Turn a write refused inside the block (see `write_failure`) into a LorakitError naming `path`."""
+    """Turn a write refused inside the block (see `write_failure`) into a `WriteRefused` naming
+    `path`, also one refused and named already by a nested block: the user's destination is `path`,
+    not the temporary inside it that was being written."""
     try:
         yield
-    except (OSError, SafetensorError) as error:
+    except (OSError, SafetensorError, WriteRefused) as error:
         failure = write_failure(error, path)
         if failure is None:
             raise
@@ -101,7 +111,7 @@ def _check_creatable(folder: Path, what: str, target: Path | None = None) -> Non
     if not existing.is_dir():
         raise LorakitError(f"{what} {target} cannot be created: {existing} is a file; choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise _refusal(_access_errno(existing), target)
+        raise WriteRefused(_access_errno(existing), target)
 
 
 def _access_errno(folder: Path) -> int:

@@ -4,7 +4,6 @@ fills while writing: nothing half-written is left)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -19,6 +18,7 @@ from adapter_folders import save_adapter_folder, save_base
 from lorakit.cli.main import main
 from lorakit.export import combine as combine_module
 from lorakit.export import merge as merge_module
+from lorakit.lora import io as lora_io
 from lorakit.lora import read_adapter
 from tiny_models import tiny_llama
 
@@ -127,11 +127,10 @@ def test_disk_full_keeps_the_previous_folder_and_leaves_nothing(
     assert main(write_argv(command, runs, out)) == 0
     before = {file.name: file.read_bytes() for file in out.iterdir()}
     capsys.readouterr()
-    if command == "merge":  # the weights themselves: what safetensors raises on a full disk
-        message = "Error while serializing: I/O error: No space left on device (os error 28)"
-        monkeypatch.setattr(modeling_utils, "safe_save_file", lambda *args, **kwargs: _raise(SafetensorError(message)))
-    else:  # the last file, after the adapter's are written
-        monkeypatch.setattr(combine_module, "write_artifact_info", no_space)
+    # What safetensors raises on a full disk, writing the model's weights or the adapter's.
+    full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    writer = (modeling_utils, "safe_save_file") if command == "merge" else (lora_io, "save_file")
+    monkeypatch.setattr(*writer, lambda *args, **kwargs: _raise(full))
     assert main([*write_argv(command, runs, out), "--overwrite"]) == 2
     assert error_line(capsys, command) == (
         f"lorakit {command}: error: cannot write {out}: no space left on the device; free some space or write to "
@@ -163,10 +162,6 @@ def test_an_unwritable_out_is_refused_before_any_work(
     assert main(write_argv(command, runs, out)) == 2
     assert error_line(capsys, command) == f"lorakit {command}: error: {expected}"
     assert (tmp_path / "a_file").read_text() == "keep"
-
-
-def no_space(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _not_loaded(*args, **kwargs):
