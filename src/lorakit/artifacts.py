@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lorakit.errors import LorakitError
-from lorakit.folders import staged_folder
+from lorakit.folders import staged_folder, write_text
 from lorakit.lora import LoraConfig, load_adapter, read_adapter, save_adapter
 from lorakit.lora.io import CONFIG_NAME
 from lorakit.models import load_classifier, load_model, resolve_model
@@ -182,8 +182,8 @@ def read_artifact_info(folder: Path) -> ArtifactInfo:
 
 
 def write_artifact_info(folder: Path, info: ArtifactInfo) -> None:
-    """Write `info` as the folder's lorakit.json."""
-    (folder / ARTIFACT_INFO_FILE).write_text(info.to_json())
+    """Write `info` as the folder's lorakit.json (atomically: `lorakit.folders.write_text`)."""
+    write_text(folder / ARTIFACT_INFO_FILE, info.to_json())
 
 
 def save_artifact(
@@ -211,13 +211,28 @@ def artifact_kind(path: Path) -> TaskKind:
     info = read_artifact_info(folder)
     if info.task is not None:
         return info.task
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = _model_config_json(folder / "config.json")
     architectures = " ".join(config.get("architectures") or [])
     if config.get("is_encoder_decoder"):
         return TaskKind.SEQ2SEQ
     if "CausalLM" in architectures or "LMHeadModel" in architectures:
         return TaskKind.CAUSAL_LM
     return TaskKind.CLASSIFICATION
+
+
+def _model_config_json(file: Path) -> dict[str, Any]:
+    """A model folder's config.json as read (empty when there is none), refusing one that is not a JSON object."""
+    if not file.is_file():
+        return {}
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LorakitError(
+            f"{file} is not valid JSON ({error}); restore the model folder or pass another one"
+        ) from None
+    if not isinstance(config, dict):
+        raise LorakitError(f"{file} must hold a JSON object; restore the model folder or pass another one")
+    return config
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,8 @@ def test_plan_with_an_impossible_budget_is_one_line(gpt2_folder, capsys: pytest.
 def test_bad_rank_is_one_line_error(gpt2_folder, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", gpt2_folder, "--r", "0"]) == 2
     assert "r must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_no_classes_is_one_line_error(gpt2_folder, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", gpt2_folder, "--num-labels", "0"]) == 2
+    assert capsys.readouterr().err == "lorakit inspect: error: --num-labels must be at least 1, got 0\n"

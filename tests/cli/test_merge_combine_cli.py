@@ -1,16 +1,24 @@
 """`lorakit merge` and `lorakit combine` on tiny local models: what they print, what they write,
-and one-line errors with exit status 2."""
+and one-line errors with exit status 2 (also for an --out that cannot be written, or a disk that
+fills while writing: nothing half-written is left)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors import SafetensorError
+from transformers import modeling_utils
 
 from adapter_folders import save_adapter_folder, save_base
 from lorakit.cli.main import main
+from lorakit.export import combine as combine_module
+from lorakit.export import merge as merge_module
+from lorakit.lora import io as lora_io
 from lorakit.lora import read_adapter
 from tiny_models import tiny_llama
 
@@ -103,3 +111,62 @@ def test_combine_errors_are_one_line_with_status_2(
     assert main(["combine", *adapters, *extra, "--out", str(tmp_path / "mix")]) == 2
     assert message in error_line(capsys, "combine")
     assert not (tmp_path / "mix").exists()
+
+
+def write_argv(command: str, runs: dict[str, Path], out: Path) -> list[str]:
+    """`lorakit merge` of run a, or `lorakit combine` of runs a and b, into `out`."""
+    sources = ["--adapter", str(runs["a"])] if command == "merge" else [str(runs["a"]), str(runs["b"])]
+    return [command, *sources, "--out", str(out)]
+
+
+@pytest.mark.parametrize("command", ["merge", "combine"])
+def test_disk_full_keeps_the_previous_folder_and_leaves_nothing(
+    command: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    assert main(write_argv(command, runs, out)) == 0
+    before = {file.name: file.read_bytes() for file in out.iterdir()}
+    capsys.readouterr()
+    # What safetensors raises on a full disk, writing the model's weights or the adapter's.
+    full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    writer = (modeling_utils, "safe_save_file") if command == "merge" else (lora_io, "save_file")
+    monkeypatch.setattr(*writer, lambda *args, **kwargs: _raise(full))
+    assert main([*write_argv(command, runs, out), "--overwrite"]) == 2
+    assert error_line(capsys, command) == (
+        f"lorakit {command}: error: cannot write {out}: no space left on the device; free some space or write to "
+        "another disk"
+    )
+    assert {file.name: file.read_bytes() for file in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no staging folder is left behind"
+
+
+@pytest.mark.parametrize("command", ["merge", "combine"])
+@pytest.mark.parametrize("case", ["a-file", "under-a-file", "read-only", "permission-denied"])
+def test_an_unwritable_out_is_refused_before_any_work(
+    command: str, case: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    (tmp_path / "a_file").write_text("keep")
+    out = {"a-file": tmp_path / "a_file", "under-a-file": tmp_path / "a_file" / "out"}.get(case, tmp_path / "out")
+    expected = {
+        "a-file": f"output folder {out} is a file; pass a folder path",
+        "under-a-file": f"output folder {out} cannot be created: {tmp_path / 'a_file'} is a file; choose another path",
+        "read-only": f"cannot write {out}: the file system is read-only; write to a writable disk",
+        "permission-denied": f"cannot write {out}: permission denied; write to a folder you may write to",
+    }[case]
+    if case in ("read-only", "permission-denied"):  # tests run as any user, root too: the check is simulated
+        monkeypatch.setattr(os, "access", lambda path, how: False)
+        flags = os.ST_RDONLY if case == "read-only" else 0
+        monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_flag=flags))
+    monkeypatch.setattr(combine_module, "load_base_model", _not_loaded)
+    monkeypatch.setattr(merge_module, "merged_model", _not_loaded)
+    assert main(write_argv(command, runs, out)) == 2
+    assert error_line(capsys, command) == f"lorakit {command}: error: {expected}"
+    assert (tmp_path / "a_file").read_text() == "keep"
+
+
+def _not_loaded(*args, **kwargs):
+    raise AssertionError("the model was loaded before the output was checked")
+
+
+def _raise(error: BaseException):
+    raise error

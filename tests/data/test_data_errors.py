@@ -8,6 +8,7 @@ import pytest
 from data_testing import assert_one_line_error, sentiment_frame, write
 
 from lorakit.data import load_classification_data
+from lorakit.errors import command_line_wording
 
 
 def load(path, **options):
@@ -32,8 +33,13 @@ def csv_file(tmp_path, frame, name="data.csv"):
     ],
 )
 def test_missing_column_lists_the_columns_present(tmp_path, options, missing, option):
+    """The fix names the option as the caller sets it: the keyword in Python, the flag at the command line."""
     path = csv_file(tmp_path, sentiment_frame(20))
-    assert_one_line_error(load(path, **options), "data.csv", missing, "columns present", "'text'", "'label'", option)
+    fix = f"pass {option}=<one of them>"
+    assert_one_line_error(load(path, **options), "data.csv", missing, "columns present", "'text'", "'label'", fix)
+    with command_line_wording():
+        flag = "--" + option.replace("_", "-")
+        assert_one_line_error(load(path, **options), missing, f"pass {flag} <one of them>")
 
 
 def test_a_tab_separated_csv_gets_a_hint(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from data_testing import assert_one_line_error, sentiment_frame, write
 
 from lorakit.data import load_classification_data, load_generative_data
-from lorakit.data.cells import is_missing, text_cell
+from lorakit.data.cells import is_missing, is_missing_label, text_cell
 from lorakit.data.policy import EmptyReason, apply_empty_policy
 
 
@@ -108,3 +108,29 @@ def test_notes_count_in_words_that_agree(tmp_path):
     data = load_classification_data(str(path), validation_fraction=0.1, test_fraction=0.025)
     assert "skipped 2 rows without a label (train 2)" in data.notes
     assert any(note.startswith("test: 1 row carved from train") for note in data.notes), data.notes
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_nan_labels_are_missing_not_a_class(tmp_path, suffix):
+    """Integer labels with gaps: a CSV has "nan" where pandas wrote a missing number (na_rep, astype(str)),
+    JSON lines and Parquet a NaN. Every form is a row without a label, never a class named "nan"."""
+    frame = sentiment_frame(30, int_labels=True).astype({"label": float})
+    frame.loc[[4, 9], "label"] = np.nan
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False, na_rep="nan")
+        write(path, path.read_text().replace(",nan\n", ",NaN\n", 1))  # the case pandas' readers spell it in
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    data = load_classification_data(str(path))
+    assert data.label_names == ["2", "7", "10"]
+    assert "skipped 2 rows without a label (train 2)" in data.notes
+    assert_one_line_error(lambda: load_classification_data(str(path), on_empty="fail"), "2 missing labels")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", " NAN "])
+def test_nan_is_a_missing_label_but_a_text(value):
+    assert is_missing_label(value) and not is_missing(value)
+    assert text_cell(value, "text", "d.csv", 1) == value  # "nan" is a word (a grandmother), as a text

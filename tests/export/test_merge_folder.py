@@ -163,7 +163,7 @@ def test_a_non_empty_output_folder_is_refused_and_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(LorakitError, match="exists and is not empty; pass --overwrite"):
+    with pytest.raises(LorakitError, match="exists and is not empty; pass overwrite=True"):
         merge_to_folder(adapter, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / "keep.txt").unlink()

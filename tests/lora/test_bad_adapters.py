@@ -646,7 +646,9 @@ def test_save_failing_while_writing_weights_keeps_previous_adapter(saved_first, 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(lorakit_io, "save_file", half_written)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        LorakitError, match=f"^cannot write {folder}/adapter_model.safetensors: no space left on the device;"
+    ):
         save_adapter(second_model(), folder)
     monkeypatch.undo()
     assert_first_adapter_intact(folder, before, expected)
@@ -664,7 +666,9 @@ def test_save_failing_while_writing_config_keeps_previous_adapter(saved_first, m
         return real_write_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", failing_write_text)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        LorakitError, match=f"^cannot write {folder}/adapter_model.safetensors: no space left on the device;"
+    ):
         save_adapter(second_model(), folder)
     monkeypatch.undo()
     assert_first_adapter_intact(folder, before, expected)

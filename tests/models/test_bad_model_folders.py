@@ -1,5 +1,6 @@
 """A model folder that cannot work fails with one line that names the problem and the fix: no
-weights (checked before transformers is asked), a junk config.json, unreadable tokenizer files."""
+weights (checked before transformers is asked), a junk config.json, unreadable or missing tokenizer
+files, a path that does not exist (never sent to the Hub)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from transformers import AutoConfig, LlamaConfig
 
 from lorakit.errors import LorakitError
-from lorakit.models import load_model, load_tokenizer
+from lorakit.models import load_classifier, load_model, load_tokenizer
 from lorakit.models.loading import load_config
-from tiny_models import tiny_llama
+from tiny_models import tiny_bert, tiny_llama
 
 
 def one_line(error: pytest.ExceptionInfo[LorakitError]) -> str:
@@ -74,7 +75,7 @@ def test_junk_weights_file(tmp_path: Path):
 @pytest.mark.parametrize(
     ("files", "reason"),
     [
-        ({}, "Couldn't instantiate the backend tokenizer"),
+        ({}, "the folder has no tokenizer files"),
         ({"tokenizer.json": "junk"}, "Expecting value"),
         ({"tokenizer.json": '{"added_tokens": [], "model": {"type": "foo"}}'}, "data did not match any variant"),
     ],
@@ -93,7 +94,29 @@ def test_load_tokenizer_on_a_junk_folder(tmp_path: Path, files: dict[str, str], 
     )
 
 
-def test_load_tokenizer_on_a_missing_path():
+@pytest.mark.parametrize("name", ["./no/such/model", "no/such/model", "/no/such/model"])
+def test_load_tokenizer_on_a_missing_path(name: str):
+    """A name with more than one "/" is no Hub id (`owner/name`): it is a path, and a missing one
+    is said so, never sent to the Hub ("Repo id must be in the form ...")."""
     with pytest.raises(LorakitError) as error:
-        load_tokenizer("./no/such/model")
-    assert one_line(error).startswith("no such model folder or file: ./no/such/model;")
+        load_tokenizer(name)
+    assert one_line(error).startswith(f"no such model folder or file: {name};")
+
+
+def test_a_tokenizer_without_its_vocabulary_is_refused(tmp_path: Path):
+    """BERT's tokenizer class builds from a folder without vocab.txt, knowing only its 5 special
+    tokens: every word would be [UNK] and training would learn nothing, silently."""
+    tiny_bert().save_pretrained(tmp_path)
+    with pytest.raises(LorakitError) as error:
+        load_tokenizer(str(tmp_path))
+    assert one_line(error) == (
+        f"cannot load the tokenizer of model {str(tmp_path)!r} (it has no vocabulary beyond its 5 special tokens); "
+        "give the model folder its tokenizer files (tokenizer.json and tokenizer_config.json) or pass another model"
+    )
+
+
+def test_a_classifier_base_with_another_number_of_classes_loads_with_a_fresh_head(tmp_path: Path):
+    """A base fine-tuned on 3 classes, trained on 2: the head is replaced, not a size-mismatch error."""
+    tiny_bert().save_pretrained(tmp_path)  # a 3-class head
+    model = load_classifier(str(tmp_path), ["bad", "good"])
+    assert model.classifier.out_features == 2 and model.config.id2label == {0: "bad", 1: "good"}

@@ -115,7 +115,7 @@ def test_hold_reports_a_bad_adapter_without_failing_the_others(adapters_dir: Pat
     with reg.hold(["a", "missing"]) as held:
         assert held["a"].name == "a"
         assert isinstance(held["missing"], LorakitError)
-        assert "no adapter named 'missing'" in str(held["missing"])
+        assert str(held["missing"]) == f"no adapter named 'missing' in {adapters_dir.resolve()}; add its folder there"
 
 
 @pytest.mark.parametrize("name", ["../a", "/etc", "a/b", "..", ".hidden", "", "a b", "x" * 200])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from tiny_runs import tiny_flags
 
 from lorakit.cli.main import main
@@ -59,3 +60,14 @@ def test_sweep_rejects_a_bad_grid_before_training(tiny_classifier_dir, sentiment
     assert main(args) == 2
     assert "r must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_an_output_dir_that_is_a_file_is_refused_before_training(
+    command, tiny_classifier_dir, sentiment_csv, tmp_path, capsys
+):
+    a_file = tmp_path / "results"
+    a_file.write_text("keep")
+    assert main([command, "--output-dir", str(a_file), *flags(tiny_classifier_dir, sentiment_csv)]) == 2
+    assert capsys.readouterr().err == f"lorakit {command}: error: --output-dir {a_file} is a file; pass a folder path\n"
+    assert a_file.read_text() == "keep"

@@ -1,9 +1,10 @@
-"""Parsing helpers shared by the commands: LoRA options → `LoraConfig`."""
+"""Parsing helpers shared by the commands: LoRA options → `LoraConfig`, lines of standard input."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from lorakit.errors import LorakitError
 from lorakit.lora.config import parse_target_spec
@@ -53,3 +54,19 @@ def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--use-rslora", action="store_true", help="scale by alpha/sqrt(r) (rank-stabilised LoRA)")
     group.add_argument("--bias", choices=("none", "all", "lora_only"), default="none", help="which biases train")
+
+
+def stdin_lines() -> list[str]:
+    """The non-blank lines of standard input.
+
+    Raises:
+        LorakitError: the input is not text in the terminal's encoding (UTF-8 as a rule).
+    """
+    try:
+        text = sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise LorakitError(
+            f"standard input is not {error.encoding} text (undecodable byte at position {error.start}); "
+            f"re-encode it as {error.encoding}"
+        ) from None
+    return [line for line in text.splitlines() if line.strip()]

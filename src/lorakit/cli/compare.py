@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.folders import check_writable_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             raise LorakitError(f"compare chooses {flag} itself; leave it out")
     config = validate_train_flags(extra)
     folder = Path(args.output_dir or f"runs/compare-{Path(config.data).stem}")
+    check_writable_folder(folder, "--output-dir")
     folder.mkdir(parents=True, exist_ok=True)
     lora = experiments.run_training([*extra, "--method", "lora"], folder / "lora")
     full_flags = [*extra, "--method", "full", "--lr", str(args.full_lr)]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.folders import check_writable_file, write_text
 
 SPLITS = ("auto", "test", "validation", "train", "all")
 
@@ -45,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from lorakit.artifacts import artifact_kind
     from lorakit.task_kind import TaskKind
 
+    if args.batch_size < 1:
+        raise LorakitError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output:  # before minutes of scoring, not after
+        check_writable_file(Path(args.output), "--output")
     if artifact_kind(Path(args.adapter)) is not TaskKind.CLASSIFICATION:
         return _run_generative(args)
     from lorakit.data import BUILTIN_DATASETS, ClassificationSplit, load_classification_data
@@ -155,6 +160,6 @@ def _run_generative(args: argparse.Namespace) -> int:
 
 def _write(args: argparse.Namespace, metrics: dict) -> None:
     if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text(Path(args.output), json.dumps(metrics, indent=2) + "\n")
     if args.json:
         print(json.dumps(metrics, indent=2))

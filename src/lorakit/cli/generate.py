@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from lorakit.cli.args import stdin_lines
 from lorakit.errors import LorakitError
 
 
@@ -90,4 +91,4 @@ def run(args: argparse.Namespace) -> int:
 def _stdin_prompts() -> list[str]:
     if sys.stdin.isatty():
         return []
-    return [line for line in sys.stdin.read().splitlines() if line.strip()]
+    return stdin_lines()

@@ -64,6 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run this command with parsed `args`; returns the exit status."""
+    if args.num_labels < 1:
+        raise LorakitError(f"--num-labels must be at least 1, got {args.num_labels}")
     model_config = load_config(args.model)
     task = infer_task_type(model_config) if args.task == "auto" else args.task
     if task in ("SEQ_CLS", "TOKEN_CLS"):

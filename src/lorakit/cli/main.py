@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lorakit.cli import combine, compare, evaluate, generate, inspect, merge, predict, serve, sweep, train
-from lorakit.errors import LorakitError, PeerLostError
+from lorakit.errors import LorakitError, PeerLostError, RunInterrupted, command_line_wording
+from lorakit.folders import write_failure
 
 COMMANDS = {
     "train": train,
@@ -45,17 +49,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_libraries()
     try:
-        if args.command in PASSTHROUGH:
-            return COMMANDS[args.command].run(args, extra) or 0
-        return COMMANDS[args.command].run(args) or 0
-    except LorakitError as error:
-        print(f"lorakit {args.command}: error: {error}", file=sys.stderr)
+        with command_line_wording():
+            if args.command in PASSTHROUGH:
+                return COMMANDS[args.command].run(args, extra) or 0
+            return COMMANDS[args.command].run(args) or 0
+    except (LorakitError, OSError) as error:
+        refused = error if isinstance(error, LorakitError) else machine_refusal(error)
+        if refused is None:
+            raise
+        print(f"lorakit {args.command}: error: {refused}", file=sys.stderr)
         if isinstance(error, PeerLostError):
             _exit_at_once(2)
         return 2
-    except KeyboardInterrupt:
-        print(f"lorakit {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"lorakit {args.command}: {_interrupted(interrupt)}", file=sys.stderr)
         return 130
+
+
+# Errors of a named file that only a write meets, and those a read can meet as well.
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+_OPEN_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+
+
+def machine_refusal(error: OSError) -> LorakitError | None:
+    """One line for a file the machine refused wherever it happened: a write (disk full, a
+    read-only file system: `lorakit.folders.write_failure`) or an open (permission denied, not
+    there); None for any other OSError, which keeps its traceback."""
+    if error.filename is None:
+        return None
+    path = Path(os.fsdecode(error.filename))
+    if error.errno in _WRITE_ERRORS:
+        return write_failure(error, path)
+    if error.errno in _OPEN_ERRORS:
+        reason = (error.strerror or "refused").lower()
+        return LorakitError(f"cannot open {path}: {reason}; check the path and its permissions")
+    return None
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> str:
+    if isinstance(interrupt, RunInterrupted):
+        return f"interrupted; continue with lorakit train --resume {interrupt.run_dir}"
+    return "interrupted"
 
 
 def _exit_at_once(code: int) -> None:

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from lorakit.cli.args import stdin_lines
+from lorakit.data.readers import read_text_file
 from lorakit.errors import LorakitError
 
 
@@ -37,17 +39,19 @@ def read_texts(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
         path = Path(args.file)
         if not path.is_file():
             raise LorakitError(f"--file {path} does not exist")
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in read_text_file(path).splitlines() if line.strip()]
         if path.suffix in (".jsonl", ".json"):
             return _jsonl_texts(lines, path)
         return lines, None
     if sys.stdin.isatty():
         raise LorakitError("no texts: pass them as arguments, with --file, or on standard input")
-    return [line for line in sys.stdin.read().splitlines() if line.strip()], None
+    return stdin_lines(), None
 
 
 def run(args: argparse.Namespace) -> int:
     """Run this command with parsed `args`; returns the exit status."""
+    if args.batch_size < 1:
+        raise LorakitError(f"--batch-size must be at least 1, got {args.batch_size}")
     texts, pairs = read_texts(args)
     if not texts:
         raise LorakitError("no texts to classify (the input was empty)")

@@ -13,6 +13,7 @@ import itertools
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.folders import check_writable_folder
 
 
 def number_list(value: str) -> list[str]:
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     for r, alpha, dropout in grid:  # validate every combination before training any
         validate_train_flags([*extra, "--r", str(r), "--lora-alpha", str(alpha), "--lora-dropout", str(dropout)])
     folder = Path(args.output_dir or f"runs/sweep-{Path(config.data).stem}")
+    check_writable_folder(folder, "--output-dir")
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for index, (r, alpha, dropout) in enumerate(grid, start=1):

@@ -100,13 +100,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 def run(args: argparse.Namespace) -> int:
     """Train with the resolved config and print the summary."""
     config, resume = resolve_config(args)
-    from lorakit.train.loop import Interrupted, train  # heavy imports only once the flags are valid
+    from lorakit.train.loop import train  # heavy imports only once the flags are valid
 
     try:
         result = train(config, resume=resume)
-    except Interrupted as interrupt:
-        print(f"lorakit train: interrupted; continue with lorakit train --resume {interrupt.run_dir}", file=sys.stderr)
-        return 130
     except RuntimeError as error:
         if not peer_lost(error):
             raise

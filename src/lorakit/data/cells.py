@@ -1,7 +1,9 @@
 """One cell of a table, read the same way by every task: missing or not, and as text.
 
 A cell is missing when it is None, pandas' NA, NaN, or a blank (empty or whitespace-only) string:
-a blank text has nothing to learn from, whatever the file format wrote for it.
+a blank text has nothing to learn from, whatever the file format wrote for it. A label is also
+missing when it is the text "nan" (any case): what pandas writes for a missing number in a CSV
+(`na_rep` "nan", `astype(str)`), never a class.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ def is_missing(value: object) -> bool:
     if value is None or value is pd.NA:
         return True
     return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def is_missing_label(value: object) -> bool:
+    """Whether a label cell holds nothing: `is_missing`, or the text "nan" in any case."""
+    return is_missing(value) or (isinstance(value, str) and value.strip().lower() == "nan")
 
 
 def text_cell(value: object, column: str, origin: str, row: int) -> str | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lorakit.data.builtin import BUILTIN_DATASETS, BUILTIN_READERS
-from lorakit.data.cells import is_missing, text_cell
+from lorakit.data.cells import is_missing_label, text_cell
 from lorakit.data.labels import infer_labels, match_labels
 from lorakit.data.options import ClassificationOptions, resolve_options
 from lorakit.data.policy import EmptyReason, UnusableRows, apply_empty_policy
@@ -30,7 +30,7 @@ from lorakit.data.sources import SPLITS, Source, Table, read_source, source_name
 from lorakit.data.splits import holdout_size, stratified_split, stratified_subset
 from lorakit.data.types import ClassificationData, ClassificationSplit
 from lorakit.data.wording import plural
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name, option_setting
 
 
 @dataclass
@@ -164,7 +164,7 @@ def _without_unlabeled_splits(
             split != "train"
             and options.label_column in frame.columns
             and len(frame)
-            and all(is_missing(value) for value in frame[options.label_column].tolist())
+            and all(is_missing_label(value) for value in frame[options.label_column].tolist())
         ):
             notes.append(f"{split} ({table.origin}) has no labels; {split} carved from train instead")
             continue
@@ -178,13 +178,13 @@ def _check_columns(table: Table, options: ClassificationOptions) -> None:
     wanted = [("text_column", options.text_column), ("label_column", options.label_column)]
     if options.text_pair_column is not None:
         wanted.append(("text_pair_column", options.text_pair_column))
-    for option, column in wanted:
+    for name, column in wanted:
         if column not in table.frame.columns:
             # A CSV that is really tab-separated reads as one column named "text\tlabel".
             hint = "; it looks tab-separated: name the file .tsv" if any("\t" in name for name in present) else ""
             raise LorakitError(
                 f"{table.origin} has no column {column!r}; columns present: {present}; "
-                f"pass {option}=<one of them>{hint}"
+                f"pass {option_setting(name, '<one of them>')}{hint}"
             )
 
 
@@ -208,7 +208,7 @@ def _usable_rows(tables: dict[str, Table], options: ClassificationOptions, notes
                 bad["empty text"].append(i + 1)
             elif pairs is not None and pairs[i] is None:
                 bad["empty text pair"].append(i + 1)
-            elif is_missing(labels[i]):
+            elif is_missing_label(labels[i]):
                 bad["missing label"].append(i + 1)
             else:
                 keep.append(i)
@@ -225,7 +225,8 @@ def _usable_rows(tables: dict[str, Table], options: ClassificationOptions, notes
         if not rows[split].texts:
             raise LorakitError(
                 f"{table.origin} has no usable rows: every row has an empty text or no label; "
-                f"check text_column ({options.text_column!r}) and label_column ({options.label_column!r})"
+                f"check {option_name('text_column')} ({options.text_column!r}) and {option_name('label_column')} "
+                f"({options.label_column!r})"
             )
     return rows
 
@@ -245,7 +246,7 @@ def _check_classes(
         only = label_names[next(iter(seen))]
         raise LorakitError(
             f"{origins['train']} has a single class ({only!r}) in column {options.label_column!r}; "
-            "classification needs at least two: check label_column or the data"
+            f"classification needs at least two: check {option_name('label_column')} or the data"
         )
     for split, split_labels in labels.items():
         unseen = sorted(set(split_labels) - seen)
@@ -300,7 +301,9 @@ def _cap(
     classes = len(set(labels))
     name = f"max_{split}_examples"
     if cap < classes:
-        raise LorakitError(f"{name}={cap} is below the {classes} classes in {split}; pass at least {classes}")
+        raise LorakitError(
+            f"{option_setting(name, cap)} is below the {classes} classes in {split}; pass at least {classes}"
+        )
     indices[split] = indices[split][stratified_subset(labels, cap, seed)]
     notes.append(f"{split} capped at {cap:,} of {n:,} rows ({name}, stratified, seed {seed})")
 

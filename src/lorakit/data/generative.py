@@ -44,7 +44,7 @@ from lorakit.data.sources import SPLITS, Table, read_source, source_name
 from lorakit.data.splits import grouped_split, holdout_size, random_subset
 from lorakit.data.types import GenerativeData, GenerativeExample
 from lorakit.data.wording import plural
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name, option_setting
 
 _READERS = {"chatterbot": chatterbot_source}
 GENERATIVE_BUILTINS: tuple[str, ...] = tuple(_READERS)
@@ -154,16 +154,20 @@ def _shape(table: Table, options: GenerativeOptions) -> str:
     hint = "; it looks tab-separated: name the file .tsv" if any("\t" in name for name in columns) else ""
     raise LorakitError(
         f"{table.origin} has no {missing} column for prompt/response data and no {options.messages_column!r} column "
-        f"for messages data; columns present: {columns}; name yours with prompt_column= and response_column=, "
-        f"or messages_column={hint}"
+        f"for messages data; columns present: {columns}; name yours with "
+        f"{option_setting('prompt_column', '<column>')} and {option_setting('response_column', '<column>')}, "
+        f"or {option_setting('messages_column', '<column>')}{hint}"
     )
 
 
 def _shape_words(shape: str, options: GenerativeOptions) -> str:
     """The options that name the columns of a shape, for messages."""
     if shape == "pairs":
-        return f"prompt_column ({options.prompt_column!r}) and response_column ({options.response_column!r})"
-    return f"messages_column ({options.messages_column!r})"
+        return (
+            f"{option_name('prompt_column')} ({options.prompt_column!r}) and "
+            f"{option_name('response_column')} ({options.response_column!r})"
+        )
+    return f"{option_name('messages_column')} ({options.messages_column!r})"
 
 
 def _reasons(shape: str, options: GenerativeOptions) -> list[EmptyReason]:

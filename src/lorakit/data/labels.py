@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_setting
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -39,7 +39,7 @@ def infer_labels(
         example = next(key for key in every if isinstance(key, float))
         raise LorakitError(
             f"column {column!r} holds non-integer numbers such as {example}: that is a regression target, "
-            "not class labels; pass label_column=<a column of class labels>"
+            f"not class labels; pass {option_setting('label_column', '<a column of class labels>')}"
         )
     if not numeric:
         keys = {split: [str(key) for key in split_keys] for split, split_keys in keys.items()}

@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from lorakit.data.cells import is_missing
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_setting
 
 # Role names in the wild, by the role they stand for.
 _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
@@ -46,7 +46,7 @@ def read_messages(value: object, column: str, origin: str, row: int) -> list[dic
     if not isinstance(value, (list, tuple)):
         raise LorakitError(
             f"{where}: column {column!r} holds a {type(value).__name__}, not a list of messages; "
-            "pick the column of message lists with messages_column="
+            f"pick the column of message lists with {option_setting('messages_column', '<column>')}"
         )
     messages = [_message(item, number, where) for number, item in enumerate(value, 1)]
     _check_turns([message["role"] for message in messages], where)

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name
 
 ON_EMPTY_CHOICES = ("skip", "fail")
 
@@ -48,13 +48,13 @@ class DataOptions:
     def __post_init__(self) -> None:
         if self.on_empty not in ON_EMPTY_CHOICES:
             choices = " or ".join(repr(choice) for choice in ON_EMPTY_CHOICES)
-            raise LorakitError(f"on_empty must be {choices}, got {self.on_empty!r}")
+            raise LorakitError(f"{option_name('on_empty')} must be {choices}, got {self.on_empty!r}")
         if not _is_int(self.seed) or self.seed < 0:
-            raise LorakitError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise LorakitError(f"{option_name('seed')} must be a non-negative integer, got {self.seed!r}")
         for name in ("max_train_examples", "max_validation_examples"):
             cap = getattr(self, name)
             if cap is not None and (not _is_int(cap) or cap < 1):
-                raise LorakitError(f"{name} must be a positive integer or None, got {cap!r}")
+                raise LorakitError(f"{option_name(name)} must be a positive integer or None, got {cap!r}")
 
     def check_builtin_columns(self, name: str) -> None:
         """Refuse column options changed from their defaults: builtin dataset `name` has fixed columns.
@@ -93,10 +93,13 @@ class ClassificationOptions(DataOptions):
         if self.text_pair_column is not None and (
             not isinstance(self.text_pair_column, str) or not self.text_pair_column
         ):
-            raise LorakitError(f"text_pair_column must be a column name or None, got {self.text_pair_column!r}")
+            raise LorakitError(
+                f"{option_name('text_pair_column')} must be a column name or None, got {self.text_pair_column!r}"
+            )
         named = self.columns
         if len(set(named)) != len(named):
-            raise LorakitError(f"text_column, label_column and text_pair_column must be different columns, got {named}")
+            names = ", ".join(option_name(name) for name in self.COLUMN_FIELDS[:2])
+            raise LorakitError(f"{names} and {option_name('text_pair_column')} must be different columns, got {named}")
         super().__post_init__()
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
@@ -132,10 +135,13 @@ class GenerativeOptions(DataOptions):
         for name in self.COLUMN_FIELDS:
             _check_column(name, getattr(self, name))
         if self.prompt_column == self.response_column:
-            raise LorakitError(f"prompt_column and response_column must differ, both are {self.prompt_column!r}")
+            raise LorakitError(
+                f"{option_name('prompt_column')} and {option_name('response_column')} must differ, "
+                f"both are {self.prompt_column!r}"
+            )
         system = self.system_prompt
         if system is not None and (not isinstance(system, str) or not system.strip()):
-            raise LorakitError(f"system_prompt must be a non-empty text or None, got {system!r}")
+            raise LorakitError(f"{option_name('system_prompt')} must be a non-empty text or None, got {system!r}")
         super().__post_init__()
 
 
@@ -165,7 +171,7 @@ def resolve_options(cls: type[_Options], options: _Options | None, fields: dict[
 
 def _check_column(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
-        raise LorakitError(f"{name} must be a non-empty column name, got {value!r}")
+        raise LorakitError(f"{option_name(name)} must be a non-empty column name, got {value!r}")
 
 
 def _is_int(value: object) -> bool:

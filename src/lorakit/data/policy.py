@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lorakit.data.wording import plural
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_setting
 
 # split → reason name → the 1-based numbers of the rows unusable for that reason
 UnusableRows = dict[str, dict[str, list[int]]]
@@ -66,7 +66,8 @@ def apply_empty_policy(
             if (rows := by_reason[reason.name])
         )
         raise LorakitError(
-            f"{plural(total, 'unusable row')}: {found}; fill them in or pass on_empty='skip' to drop them"
+            f"{plural(total, 'unusable row')}: {found}; fill them in or pass {option_setting('on_empty', 'skip')} "
+            "to drop them"
         )
     for reason in reasons:
         counts = {split: len(by_reason[reason.name]) for split, by_reason in unusable.items() if by_reason[reason.name]}

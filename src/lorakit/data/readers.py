@@ -52,6 +52,25 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
+def read_text_file(path: Path, kind: str = "") -> str:
+    """The text of a UTF-8 file (`kind` names its format in the error: "CSV", "JSON").
+
+    Raises:
+        LorakitError: the file is not UTF-8 text, naming the first undecodable byte and the fix.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, kind, error) from None
+
+
+def _not_utf8(path: Path, kind: str, error: UnicodeDecodeError) -> LorakitError:
+    described = f"UTF-8 {kind} text" if kind else "UTF-8 text"
+    return LorakitError(
+        f"{path.name} is not {described} (undecodable byte at position {error.start}); re-save it as UTF-8"
+    )
+
+
 def _head(path: Path) -> bytes:
     with path.open("rb") as file:
         return file.read(64)
@@ -76,9 +95,7 @@ def _read_delimited(path: Path, separator: str) -> pd.DataFrame:
         # keep_default_na=False: a text "NA" or "null" is a text; truly empty cells read as "".
         return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise LorakitError(
-            f"{path.name} is not UTF-8 {kind} text (undecodable byte at position {error.start}); re-save it as UTF-8"
-        ) from None
+        raise _not_utf8(path, kind, error) from None
     except (pd.errors.ParserError, csv.Error) as error:
         raise LorakitError(
             f"{path.name} is not valid {kind}: {first_line(error)}; check quoting and separators"
@@ -89,12 +106,7 @@ def _read_delimited(path: Path, separator: str) -> pd.DataFrame:
 
 def _read_json(path: Path, head: bytes) -> pd.DataFrame:
     """JSON lines (one object per line), or for .json also a single array of objects."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise LorakitError(
-            f"{path.name} is not UTF-8 JSON text (undecodable byte at position {error.start}); re-save it as UTF-8"
-        ) from None
+    text = read_text_file(path, "JSON")
     hint = "each line must be one JSON object"
     if path.suffix.lower() == ".json":
         if head.lstrip().startswith(b"["):

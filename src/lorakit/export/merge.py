@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoTokenizer
 
 from lorakit.artifacts import AdapterArtifact, load_base_model, read_adapter_artifact, write_artifact_info
 from lorakit.errors import LorakitError
 from lorakit.folders import check_output_folder, staged_folder
 from lorakit.lora import load_adapter, merge_and_unload
-from lorakit.models import resolve_model
+from lorakit.models import load_tokenizer, resolve_model
 from lorakit.models.loading import load_config
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -128,8 +127,9 @@ def _stored_parameter_counts(folder: Path) -> dict[torch.dtype, int]:
 
 
 def _base_tokenizer(base_model: str):
-    """The base's tokenizer, or None when the base folder has none (the model is saved without)."""
+    """The base's tokenizer, or None when the base folder has none or an unusable one (the model
+    is saved without)."""
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(base_model))
-    except (OSError, ValueError, TypeError):
+        return load_tokenizer(base_model)
+    except LorakitError:
         return None

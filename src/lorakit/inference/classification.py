@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lorakit.artifacts import find_artifact_folder, load_adapted_model, read_adapter_artifact, read_artifact_info
 from lorakit.errors import LorakitError
-from lorakit.models import resolve_model
+from lorakit.models import load_model, load_tokenizer
 from lorakit.task_kind import TaskKind
 
 
@@ -87,7 +86,8 @@ def load_trained_classifier(path: str | Path, device: torch.device | str = "cpu"
     SEQ_CLS adapter folder (labels then come from the head's size as LABEL_0, LABEL_1, ...).
 
     Raises:
-        LorakitError: the folder holds neither an adapter nor a lorakit model.
+        LorakitError: the folder holds neither an adapter nor a lorakit model, or its model, base
+            model or tokenizer cannot be loaded.
     """
     folder = find_artifact_folder(Path(path))
     info = read_artifact_info(folder)
@@ -99,10 +99,10 @@ def load_trained_classifier(path: str | Path, device: torch.device | str = "cpu"
             )
         label_names = artifact.label_names or ["LABEL_0", "LABEL_1"]
         model = load_adapted_model(artifact)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(artifact.base_model))
+        tokenizer = load_tokenizer(artifact.base_model)
     elif (folder / "config.json").is_file():
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = load_model(str(folder), TaskKind.CLASSIFICATION.peft_type)
+        tokenizer = load_tokenizer(str(folder))
         label_names = info.label_names or [model.config.id2label[i] for i in range(model.config.num_labels)]
     else:
         raise LorakitError(f"{path} holds no adapter (adapter_config.json) or model (config.json) from lorakit train")

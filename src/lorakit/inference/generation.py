@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +20,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from lorakit.artifacts import find_artifact_folder, load_adapted_model, read_adapter_artifact, read_artifact_info
 from lorakit.data.chat import generation_prompt, plain_prompt
 from lorakit.errors import LorakitError
-from lorakit.models import resolve_model
+from lorakit.models import load_model, load_tokenizer
 from lorakit.models.lm_loss import chunked_causal_lm_loss_sum, supports_chunked_loss
+from lorakit.models.loading import load_config
 from lorakit.task_kind import TaskKind
 
 
@@ -162,7 +161,8 @@ def load_trained_generator(path: str | Path, device: torch.device | str = "cpu")
     model/), any PEFT CAUSAL_LM / SEQ_2_SEQ_LM adapter folder, or a merged model folder.
 
     Raises:
-        LorakitError: the folder holds no generative adapter or model.
+        LorakitError: the folder holds no generative adapter or model, or its model, base model or
+            tokenizer cannot be loaded.
     """
     folder = find_artifact_folder(Path(path))
     info = read_artifact_info(folder)
@@ -175,16 +175,14 @@ def load_trained_generator(path: str | Path, device: torch.device | str = "cpu")
                 "use lorakit predict for classification adapters"
             )
         model = load_adapted_model(artifact)
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(artifact.base_model))
+        tokenizer = load_tokenizer(artifact.base_model)
     elif (folder / "config.json").is_file():
-        model_config = json.loads((folder / "config.json").read_text())
-        encoder_decoder = model_config.get("is_encoder_decoder")
+        encoder_decoder = load_config(str(folder)).is_encoder_decoder
         kind = info.task or (TaskKind.SEQ2SEQ if encoder_decoder else TaskKind.CAUSAL_LM)
         if not kind.generates:
             raise LorakitError(f"{folder} holds a {kind} model; use lorakit predict for classifiers")
-        auto = AutoModelForSeq2SeqLM if kind is TaskKind.SEQ2SEQ else AutoModelForCausalLM
-        model = auto.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = load_model(str(folder), kind.peft_type)
+        tokenizer = load_tokenizer(str(folder))
     else:
         raise LorakitError(f"{path} holds no adapter (adapter_config.json) or model (config.json)")
     if tokenizer.pad_token is None:

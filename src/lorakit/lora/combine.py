@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name
 from lorakit.lora.config import LoraConfig
 from lorakit.lora.inject import adapter_state, check_new_adapter_name, inject_adapter
 from lorakit.lora.layer import LoraLinear, ModulesToSave
@@ -137,7 +137,7 @@ def _check_request(configs: dict[str, LoraConfig], adapters: list[str], method: 
         if method != "svd":
             raise LorakitError(f"svd_rank only applies to method 'svd', not {method!r}")
         if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or svd_rank <= 0:
-            raise LorakitError(f"svd_rank must be a positive integer, got {svd_rank!r}")
+            raise LorakitError(f"{option_name('svd_rank')} must be a positive integer, got {svd_rank!r}")
 
 
 def _check_configs(adapters: list[str], configs: list[LoraConfig]) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from lorakit.errors import LorakitError
+from lorakit.folders import staged_files
 from lorakit.lora.config import LoraConfig
 from lorakit.lora.inject import (
     adapter_state,
@@ -84,7 +85,10 @@ def save_adapter(
     are its `adapter_state_dict` when gathered already (a sharded model).
 
     Both files are written under temporary names first and only then renamed into place, so a
-    failed save leaves the previous adapter in the folder as it was.
+    failed save leaves the previous adapter in the folder as it was (`lorakit.folders.staged_files`).
+
+    Raises:
+        LorakitError: the machine refused the write (disk full, permission denied), naming the weights file.
     """
     state = adapter_state(model)
     name = adapter_name or state.active
@@ -94,20 +98,9 @@ def save_adapter(
     config = dataclasses.replace(config, inference_mode=True, base_model_name_or_path=base_name or None)
     text = json.dumps(config.to_peft_dict(), indent=2, sort_keys=True) + "\n"
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    staged = {
-        folder / WEIGHTS_NAME: folder / f".{WEIGHTS_NAME}.tmp",
-        folder / CONFIG_NAME: folder / f".{CONFIG_NAME}.tmp",
-    }
-    try:
-        save_file(tensors, str(staged[folder / WEIGHTS_NAME]), metadata={"format": "pt"})
-        staged[folder / CONFIG_NAME].write_text(text)
-        # Both files are complete before either replaces the old adapter.
-        for target, tmp in staged.items():
-            os.replace(tmp, target)
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+    with staged_files(folder / WEIGHTS_NAME, folder / CONFIG_NAME) as (weights_file, config_file):
+        save_file(tensors, str(weights_file), metadata={"format": "pt"})
+        config_file.write_text(text)
     return folder
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name, option_setting
 from lorakit.lora.config import ALL_LINEAR, LoraConfig
 
 LINEAR_TYPES = (nn.Linear, Conv1D)
@@ -82,8 +82,8 @@ def resolve_target_spec(model: nn.Module, config: LoraConfig) -> list[str] | str
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         if model_type not in DEFAULT_TARGETS:
             raise LorakitError(
-                f"no default target_modules for model type {model_type!r}; pass target_modules "
-                "(e.g. --target-modules q_proj,v_proj) or 'all-linear'"
+                f"no default target_modules for model type {model_type!r}; pass "
+                f"{option_setting('target_modules', '<layer names>')} (e.g. q_proj,v_proj) or all-linear"
             )
         return DEFAULT_TARGETS[model_type]
     if spec == ALL_LINEAR:
@@ -187,7 +187,7 @@ def _no_match_message(model: nn.Module, spec: list[str] | str, non_linear: list[
     close = sorted(
         {m for w in wanted for m in difflib.get_close_matches(w.rsplit(".", 1)[-1], leaf_names, n=3, cutoff=0.5)}
     )
-    message = f"target_modules {', '.join(map(repr, wanted))} matched no Linear layer"
+    message = f"{option_name('target_modules')} {', '.join(map(repr, wanted))} matched no Linear layer"
     if non_linear:
         message += f" (matched non-Linear modules: {', '.join(non_linear[:3])})"
     if close:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lorakit.errors import LorakitError
+from lorakit.folders import write_failure
 
 READY_MARKER = ".lorakit-converted"
 # llama.cpp's names for architectures that transformers spells differently (as its load_gguf_checkpoint renames them).
@@ -142,6 +143,9 @@ def _convert(gguf_path: Path, target: Path) -> None:
     # missing config key, ValueError, RuntimeError on a shape mismatch, NotImplementedError for a
     # quantisation type); all of them mean the same to the user: this file cannot be converted.
     except Exception as error:
+        refused = write_failure(error, target)
+        if refused is not None:  # the cache's disk, not the file
+            raise refused from None
         raise LorakitError(
             f"cannot convert {gguf_path} into a transformers model ({_first_line(error)}); "
             "the file may be damaged or use a variant transformers does not support: pass a model folder instead"

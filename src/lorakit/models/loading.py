@@ -50,6 +50,8 @@ _WEIGHT_ERRORS = (OSError, ValueError, SafetensorError, pickle.UnpicklingError, 
 # ... and on junk tokenizer files: ValueError (no usable backend, bad JSON), KeyError or TypeError (JSON of the
 # wrong shape); the tokenizers library's bare Exception is handled in load_tokenizer.
 _TOKENIZER_ERRORS = (OSError, ValueError, KeyError, TypeError)
+# The files some tokenizer class reads: a folder with none of them has no tokenizer.
+_TOKENIZER_PATTERNS = ("tokenizer*", "vocab*", "merges.txt", "*.model", "*.tiktoken")
 
 
 def load_config(name_or_path: str) -> PretrainedConfig:
@@ -105,7 +107,9 @@ def load_model(
         raise LorakitError(f"task_type must be one of {', '.join(MODEL_CLASSES)}; got {task!r}")
     kwargs: dict = {"dtype": dtype or torch.float32}
     if task in ("SEQ_CLS", "TOKEN_CLS") and num_labels is not None:
-        kwargs["num_labels"] = num_labels
+        # A base fine-tuned with another number of classes has a head of another size: the new
+        # head starts fresh (training) or comes from the adapter (loading one) either way.
+        kwargs.update(num_labels=num_labels, ignore_mismatched_sizes=True)
     if empty:
         return _empty_model(MODEL_CLASSES[task], config, kwargs)
     try:
@@ -121,6 +125,7 @@ def _empty_model(auto_class: type, config: PretrainedConfig, kwargs: dict) -> nn
 
     if "num_labels" in kwargs:
         config.num_labels = kwargs.pop("num_labels")
+        kwargs.pop("ignore_mismatched_sizes")  # nothing is read, so nothing can mismatch
     with init_empty_weights(include_buffers=False):
         return auto_class.from_config(config, **kwargs)
 
@@ -130,19 +135,26 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
     Raises:
         LorakitError: the model cannot be found (as `resolve_model`), or its tokenizer files are
-            missing or unreadable.
+            missing or unreadable, or hold no vocabulary beyond the special tokens.
     """
     location = resolve_model(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location)
     except _TOKENIZER_ERRORS as error:
-        raise LorakitError(_no_tokenizer(name_or_path, error)) from None
+        raise LorakitError(_no_tokenizer(name_or_path, _tokenizer_problem(location, error))) from None
     except Exception as error:
         # The tokenizers library raises a bare Exception for a tokenizer.json it cannot parse; any
         # other type is a bug or a machine problem and keeps its traceback.
         if type(error) is not Exception:
             raise
-        raise LorakitError(_no_tokenizer(name_or_path, error)) from None
+        raise LorakitError(_no_tokenizer(name_or_path, _tokenizer_problem(location, error))) from None
+    # Some tokenizer classes (BERT's) build without their vocabulary file, knowing only their
+    # special tokens: every word would become [UNK], and a run would learn nothing, silently.
+    specials = len(set(tokenizer.all_special_ids))
+    if len(tokenizer) <= specials:
+        reason = f"it has no vocabulary beyond its {specials} special tokens"
+        raise LorakitError(_no_tokenizer(name_or_path, reason))
+    return tokenizer
 
 
 def _check_has_weights(folder: Path) -> None:
@@ -158,9 +170,18 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _no_tokenizer(name: str, error: Exception) -> str:
+def _tokenizer_problem(location: str, error: Exception) -> str:
+    """What is wrong, in words: a folder without tokenizer files says so (transformers' own first
+    line is "Couldn't instantiate the backend tokenizer from one of:"), else the error's first line."""
+    folder = Path(location)
+    if folder.is_dir() and not any(any(folder.glob(pattern)) for pattern in _TOKENIZER_PATTERNS):
+        return "the folder has no tokenizer files"
+    return _first_line(error)
+
+
+def _no_tokenizer(name: str, reason: str) -> str:
     return (
-        f"cannot load the tokenizer of model {name!r} ({_first_line(error)}); give the model folder its "
+        f"cannot load the tokenizer of model {name!r} ({reason}); give the model folder its "
         "tokenizer files (tokenizer.json and tokenizer_config.json) or pass another model"
     )
 

@@ -70,8 +70,9 @@ def resolve_model(name_or_path: str) -> str:
     alias, else a Hub id as given.
 
     Raises:
-        LorakitError: `name_or_path` looks like a path (starts with /, ./, ../ or ~, or ends with
-            .gguf) but nothing is there; or a GGUF file cannot be converted.
+        LorakitError: `name_or_path` looks like a path (starts with /, ./, ../ or ~, ends with
+            .gguf, or has more than one /, which no Hub id has) but nothing is there; or a GGUF
+            file cannot be converted.
     """
     path = Path(name_or_path).expanduser()
     if path.suffix.lower() == ".gguf" and path.is_file():
@@ -81,9 +82,14 @@ def resolve_model(name_or_path: str) -> str:
     for name, packaged in PACKAGED_MODELS.items():
         if name_or_path == name or name_or_path in packaged.aliases:
             return str(packaged.path())
-    if name_or_path.startswith(PATH_PREFIXES) or name_or_path.lower().endswith(".gguf"):
+    if _looks_like_a_path(name_or_path):
         raise LorakitError(
             f"no such model folder or file: {name_or_path}; pass an existing model folder, a .gguf file, "
             f"a packaged model ({', '.join(PACKAGED_MODELS)}) or a Hub id"
         )
     return name_or_path
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Whether `name` cannot be a Hub id (`name` or `owner/name`), so must be a local path."""
+    return name.startswith(PATH_PREFIXES) or name.lower().endswith(".gguf") or name.count("/") > 1 or "\\" in name

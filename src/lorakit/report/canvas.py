@@ -13,6 +13,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lorakit.folders import staged_files
+
 DPI = 110
 WIDE = (6.0, 3.7)
 """Size in inches of line and bar charts: 660 × 407 px at :data:`DPI`, about a report column's width."""
@@ -31,10 +33,11 @@ def new_figure(size: tuple[float, float] = WIDE) -> Figure:
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as a PNG at :data:`DPI` (creating parent folders) and return the path."""
+    """Write ``figure`` as a PNG at :data:`DPI` (creating parent folders), whole or not at all, and
+    return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, format="png", facecolor="white")
+    with staged_files(path) as (staged,):
+        figure.savefig(staged, dpi=DPI, format="png", facecolor="white")
     return path
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lorakit.folders import write_text
 from lorakit.report.markup import image_grid, page, section
 from lorakit.report.sections import (
     config_details,
@@ -98,6 +99,5 @@ def write_table_report(
 
 def _write(path: str | Path, document: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
+    write_text(path, document)
     return path

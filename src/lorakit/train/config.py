@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from lorakit.data import ON_EMPTY_CHOICES, ClassificationOptions, GenerativeOptions
-from lorakit.errors import LorakitError
+from lorakit.data.readers import read_text_file
+from lorakit.errors import LorakitError, option_name
+from lorakit.folders import write_text
 from lorakit.lora.config import LoraConfig, parse_target_spec
 from lorakit.report.humanize import parse_bytes
 from lorakit.task_kind import TaskKind
@@ -271,19 +273,20 @@ class TrainConfig:
                 _positive_int(getattr(self, name), name)
         pieces = self.piece_tokens
         if pieces is not None and (isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 0):
-            raise LorakitError(f"piece_tokens must be a whole number >= 0 (0: whole micro-batches), got {pieces!r}")
-        if isinstance(self.generation_samples, bool) or not isinstance(self.generation_samples, int):
-            raise LorakitError(f"generation_samples must be a whole number >= 0, got {self.generation_samples!r}")
-        if self.generation_samples < 0:
-            raise LorakitError(f"generation_samples must be >= 0, got {self.generation_samples}")
+            raise LorakitError(
+                f"{option_name('piece_tokens')} must be a whole number >= 0 (0: whole micro-batches), got {pieces!r}"
+            )
+        samples = self.generation_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise LorakitError(f"{option_name('generation_samples')} must be a whole number >= 0, got {samples!r}")
         if not isinstance(self.epochs, (int, float)) or isinstance(self.epochs, bool) or self.epochs <= 0:
-            raise LorakitError(f"epochs must be a positive number, got {self.epochs!r}")
+            raise LorakitError(f"{option_name('epochs')} must be a positive number, got {self.epochs!r}")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
-            raise LorakitError(f"lr must be a number in (0, 1), got {self.lr!r}")
+            raise LorakitError(f"{option_name('lr')} must be a number in (0, 1), got {self.lr!r}")
         if not 0 <= self.warmup_ratio < 1:
-            raise LorakitError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+            raise LorakitError(f"{option_name('warmup_ratio')} must be in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0:
-            raise LorakitError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise LorakitError(f"{option_name('weight_decay')} must be >= 0, got {self.weight_decay!r}")
 
     def max_memory_bytes(self) -> int | None:
         """The memory budget in bytes, or None without one (raises LorakitError for a non-size)."""
@@ -292,8 +295,8 @@ class TrainConfig:
         try:
             return parse_bytes(self.max_memory)
         except ValueError:
-            message = f"max_memory must be a size such as 4GiB, 512MiB or 1.5G; got {self.max_memory!r}"
-            raise LorakitError(message) from None
+            example = "a size such as 4GiB, 512MiB or 1.5G"
+            raise LorakitError(f"{option_name('max_memory')} must be {example}; got {self.max_memory!r}") from None
 
     def lora_config_kwargs(self) -> dict[str, Any]:
         """The LoRA fields as `LoraConfig` keyword arguments."""
@@ -336,7 +339,7 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         """Write the config as YAML (what `--resume` reads back)."""
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -358,9 +361,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise LorakitError(f"config file {file} does not exist")
+    text = read_text_file(file)
     try:
-        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
         reason = " ".join(str(error).split())
         raise LorakitError(f"config file {file} is not valid YAML/JSON: {reason}") from None
     if data is None:
@@ -379,9 +383,9 @@ def _on_off(value: Any) -> Any:
 
 def _choice(value: Any, allowed: tuple[str, ...], name: str) -> None:
     if value not in allowed:
-        raise LorakitError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise LorakitError(f"{option_name(name)} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _positive_int(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise LorakitError(f"{name} must be a positive integer, got {value!r}")
+        raise LorakitError(f"{option_name(name)} must be a positive integer, got {value!r}")

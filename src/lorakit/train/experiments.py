@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lorakit.errors import LorakitError
+from lorakit.folders import write_text
 from lorakit.report import html, plots
 
 TABLE_COLUMNS = (
@@ -65,8 +66,8 @@ def write_summary(
     folder: Path, title: str, rows: list[dict[str, Any]], columns: Sequence[str], images: dict[str, Path]
 ) -> Path:
     """results.json, results.md and report.html in `folder`; returns the report's path."""
-    (folder / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (folder / "results.md").write_text(markdown_table(rows, columns) + "\n")
+    write_text(folder / "results.json", json.dumps(rows, indent=2) + "\n")
+    write_text(folder / "results.md", markdown_table(rows, columns) + "\n")
     return html.write_table_report(folder / "report.html", title=title, rows=rows, columns=list(columns), images=images)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, option_name
+from lorakit.folders import check_writable_folder
 from lorakit.lora import LoraConfig
 from lorakit.models.activation_checkpointing import check_offload
 from lorakit.models.loading import context_length
@@ -23,12 +25,14 @@ from lorakit.task_kind import TaskKind
 from lorakit.train.config import TrainConfig
 from lorakit.train.memory import MemoryEstimate, PlanOptions, plan_run
 from lorakit.train.pieces import PAD_MULTIPLE, padded
+from lorakit.train.run_dir import RUNS_ROOT
 from lorakit.train.tasks import TaskData
 
 
 def check_run(config: TrainConfig, device_type: str, processes: int = 1) -> None:
-    """Refuse, before anything is loaded or written, activation offloading where there is no GPU
-    to offload from, and sharding in a single process."""
+    """Refuse, before anything is loaded or written, an output folder that cannot be written,
+    activation offloading where there is no GPU to offload from, and sharding in a single process."""
+    check_writable_folder(Path(config.output_dir or RUNS_ROOT), option_name("output_dir"))
     if config.offload_activations:
         check_offload(device_type)
     if config.fsdp and processes < 2:

@@ -26,7 +26,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
 from lorakit.artifacts import ArtifactInfo
 from lorakit.data.batching import LengthGroupedSampler
-from lorakit.errors import LorakitError
+from lorakit.errors import LorakitError, RunInterrupted
 from lorakit.heap import return_large_blocks
 from lorakit.lora import LoraConfig, add_adapter, trainable_parameters
 from lorakit.models import load_tokenizer
@@ -97,26 +97,22 @@ class Run:
         return autocast(self.precision, self.accelerator.device)
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped the main process of a run whose folder exists: `run_dir` resumes
-    from its last complete checkpoint (an interrupted save leaves no half-written one)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__(str(run_dir))
-        self.run_dir = run_dir
-
-
 def train(config: TrainConfig, resume: bool = False) -> RunResult:
     """Train, evaluate and write one run; with `resume`, continue `config.output_dir` from its
     newest intact checkpoint and end exactly where an uninterrupted run would. The run folder is
-    locked against a second `lorakit train` until this returns (train/run_lock.py)."""
+    locked against a second `lorakit train` until this returns (train/run_lock.py).
+
+    Raises:
+        LorakitError: the config, data, model or output folder cannot make this run.
+        RunInterrupted: Ctrl-C once the run folder exists; it names the folder to resume.
+    """
     with RunLock() as lock:
         run = setup(config, resume, lock)
         try:
             return train_run(run, resume)
         except KeyboardInterrupt:
             if run.accelerator.is_main_process:
-                raise Interrupted(run.run_dir) from None
+                raise RunInterrupted(run.run_dir) from None
             raise
 
 
@@ -164,15 +160,18 @@ def setup(config: TrainConfig, resume: bool, lock: RunLock) -> Run:
     if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     data = task.load_data(tokenizer)
+    if accelerator.is_main_process:  # rows skipped, splits carved, possible leakage: shown, not only filed
+        for note in data.notes:
+            print(f"data: {note}", file=sys.stderr, flush=True)
     check_context(config, model_config, data)
     memory = plan_memory(config, model_config, data, precision, accelerator, resume)
     total_steps = _total_steps(config, data, accelerator)
-    run_dir = _run_dir(accelerator, config, resume, lock)
 
     # Under FSDP only the main process loads a full-precision base; the others build on the meta
     # device. A 4-bit base is small: every process quantizes its own as it loads.
     empty = config.fsdp and not config.quantize and not accelerator.is_main_process
     core = build_model(config, task, data, precision, empty=empty)
+    run_dir = _run_dir(accelerator, config, resume, lock)  # once the model loaded: a refused one writes nothing
     quantized = _quantized_bytes(core) if config.quantize else {}
     cast_frozen_parameters(core, precision)
     use_fast_paths(core, config.fast_dropout)

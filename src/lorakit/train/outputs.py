@@ -18,7 +18,6 @@ that format; this module decides what goes in them.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lorakit.artifacts import ArtifactInfo, run_artifact_folder, save_artifact
+from lorakit.folders import refused_writes, staged_files, write_text
 from lorakit.lora.io import adapter_state_dict
 from lorakit.models import PACKAGED_MODELS
 from lorakit.train.config import TrainConfig
@@ -66,10 +66,8 @@ def save_model(model: nn.Module, run_dir: Path, info: ArtifactInfo, tokenizer: A
     if not main:
         return
     save_artifact(run_artifact_folder(run_dir, info.method), model, info, tokenizer, adapter=adapter)
-    best = run_dir / BEST_WEIGHTS
-    best.parent.mkdir(parents=True, exist_ok=True)
-    save_file(trainable, best.with_name(".best.tmp"))
-    os.replace(best.with_name(".best.tmp"), best)
+    with staged_files(run_dir / BEST_WEIGHTS) as (best,):
+        save_file(trainable, best)
 
 
 def restore_best(model: nn.Module, run_dir: Path, main: bool = True) -> None:
@@ -90,7 +88,8 @@ def artifact_bytes(run_dir: Path, config: TrainConfig) -> int:
 
 
 def write_run(run_dir: Path, metrics: dict[str, Any], history: dict[str, list]) -> None:
-    """metrics.json and history.json (the task writes its plots and report.html)."""
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    (run_dir / "plots").mkdir(exist_ok=True)
+    """metrics.json and history.json, each whole or not at all (the task writes its plots and report.html)."""
+    write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(run_dir / "history.json", json.dumps(history, indent=2) + "\n")
+    with refused_writes(run_dir / "plots"):
+        (run_dir / "plots").mkdir(exist_ok=True)

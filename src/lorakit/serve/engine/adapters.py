@@ -80,7 +80,7 @@ def folder_in(root: Path, name: str) -> Path:
     if not candidate.is_relative_to(root):
         raise LorakitError(f"adapter {name!r} resolves outside the adapters folder {root}; refusing to load it")
     if not candidate.is_dir():
-        raise LorakitError(f"no adapter named {name!r} in {root}; add its folder there or load it by path")
+        raise LorakitError(f"no adapter named {name!r} in {root}; add its folder there")
     return candidate
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from lorakit.errors import LorakitError
-from lorakit.models import infer_task_type, load_model, resolve_model
+from lorakit.models import infer_task_type, load_model, load_tokenizer
 from lorakit.models.loading import load_config
 from lorakit.serve.engine.adapters import check_name
 from lorakit.serve.engine.batch import Batch
@@ -219,7 +219,7 @@ def load_engine(
             base_model,
             ", ".join(untrained),
         )
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model))
+    tokenizer = load_tokenizer(base_model)
     registry = AdapterRegistry(
         model,
         base_model,

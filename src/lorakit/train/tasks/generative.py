@@ -22,6 +22,7 @@ from torch import nn
 from lorakit.data.chat import CausalCollator, Seq2SeqCollator, pack_examples, tokenize_causal, tokenize_seq2seq
 from lorakit.data.generative import GenerativeExample, load_generative_data
 from lorakit.errors import LorakitError
+from lorakit.folders import write_text
 from lorakit.inference.generation import generate_batch, labelled_logits, perplexity, prompt_text, response_loss
 from lorakit.models import load_model
 from lorakit.models.lm_loss import chunked_causal_lm_loss, supports_chunked_loss
@@ -159,7 +160,7 @@ class GenerativeTask(Task):
         """generations.json, loss and perplexity curves, and the before/after generations."""
         generations = _pair_samples(outcome.samples_before, outcome.samples_after)
         if generations:
-            (run_dir / "generations.json").write_text(json.dumps(generations, indent=2, ensure_ascii=False) + "\n")
+            write_text(run_dir / "generations.json", json.dumps(generations, indent=2, ensure_ascii=False) + "\n")
         plot_dir = run_dir / "plots"
         images = {
             "Loss": plots.plot_loss_curves(outcome.history, plot_dir / "loss.png"),
