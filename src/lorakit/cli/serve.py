@@ -11,7 +11,9 @@ only, never by path. A request body must fit --max-body-bytes (else 413, with th
 closed) and arrive within --body-timeout seconds of its headers (else 408). uvicorn bounds the
 request head in size (a head still incomplete after 16 KiB is a 400) but not in time, and closes
 an idle connection 5 s after its last answer: facing untrusted clients, put a proxy that times out
-slow heads in front (nginx's client_header_timeout). Ctrl-C stops the server.
+slow heads in front (nginx's client_header_timeout). Under load: past --max-queue waiting rows a
+request gets 503 with Retry-After; past --request-timeout seconds, 504; a client that hangs up
+gives its rows up at the next step. Ctrl-C stops the server.
 
 API keys: with --api-key KEY (or LORAKIT_API_KEY) and/or --keys FILE, every path but /health needs
 `Authorization: Bearer KEY`. The --api-key is the admin's: everything allowed. FILE (YAML) gives

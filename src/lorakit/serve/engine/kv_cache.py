@@ -63,6 +63,7 @@ class SlackLayer(DynamicLayer):
 
     @keys.setter
     def keys(self, tensor: torch.Tensor | None) -> None:
+        """Replace the cached keys with `tensor` (None: nothing cached); the next step makes room."""
         self._keys = _Slack(_cached(tensor))
 
     @property
@@ -72,6 +73,7 @@ class SlackLayer(DynamicLayer):
 
     @values.setter
     def values(self, tensor: torch.Tensor | None) -> None:
+        """Replace the cached values with `tensor` (None: nothing cached); the next step makes room."""
         self._values = _Slack(_cached(tensor))
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
