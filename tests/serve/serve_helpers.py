@@ -174,3 +174,14 @@ def slow_steps(engine: Engine, seconds: float) -> None:
         return step()
 
     decoder.step = slow_step
+
+
+def run_to_end(decoder, arrivals: dict[int, list]) -> list[tuple[int, object]]:
+    """Step `decoder` (a `Decoder` or `Seq2SeqDecoder`) until no row is left, admitting `arrivals[s]`
+    before step s; (step, row) as rows finish."""
+    finished, step = [], 0
+    while decoder.size or any(s >= step for s in arrivals):
+        finished += [(step, row) for row in decoder.admit(arrivals.get(step, []))]
+        finished += [(step, row) for row in decoder.step()]
+        step += 1
+    return finished

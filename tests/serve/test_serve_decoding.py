@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from serve_helpers import add_random_adapter
+from serve_helpers import add_random_adapter, run_to_end
 
 from lorakit.errors import LorakitError
 from lorakit.lora import set_adapter
@@ -37,16 +37,6 @@ def alone(model: torch.nn.Module, adapter: str | None, prompt: list[int], count:
     finally:
         set_adapter(model, None)
     return ids[len(prompt) :]
-
-
-def run_to_end(decoder: Decoder, arrivals: dict[int, list[Row]]) -> list[tuple[int, Row]]:
-    """Step until no row runs, admitting `arrivals[s]` before step s; (step, row) as rows finish."""
-    finished, step = [], 0
-    while decoder.size or any(s >= step for s in arrivals):
-        finished += [(step, row) for row in decoder.admit(arrivals.get(step, []))]
-        finished += [(step, row) for row in decoder.step()]
-        step += 1
-    return finished
 
 
 def test_long_prompts_prefill_in_chunks_between_decode_steps(model) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from serve_helpers import SEQ2SEQ_TARGETS, add_random_adapter, tiny_seq2seq
+from serve_helpers import SEQ2SEQ_TARGETS, add_random_adapter, run_to_end, tiny_seq2seq
 from transformers import M2M100Config, M2M100ForConditionalGeneration
 
 from lorakit.errors import LorakitError
@@ -56,16 +56,6 @@ def alone(model: torch.nn.Module, adapter: str | None, prompt: list[int], count:
     finally:
         set_adapter(model, None)
     return out.sequences[0, 1:].tolist(), torch.cat(out.logits)
-
-
-def run_to_end(decoder: Seq2SeqDecoder, arrivals: dict[int, list[Row]]) -> list[tuple[int, Row]]:
-    """Step until no row runs, admitting `arrivals[s]` before step s; (step, row) as rows finish."""
-    finished, step = [], 0
-    while decoder.rows or any(s >= step for s in arrivals):
-        finished += [(step, row) for row in decoder.admit(arrivals.get(step, []))]
-        finished += [(step, row) for row in decoder.step()]
-        step += 1
-    return finished
 
 
 def test_rows_joining_and_leaving_generate_what_each_adapter_alone_does(model) -> None:
