@@ -68,6 +68,31 @@ def test_json_lines(tmp_path, suffix):
     assert_carved(data, 20)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json"])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_text_files_with_a_byte_order_mark(tmp_path, suffix, encoding):
+    """UTF-8 with a byte-order mark (Excel's "CSV UTF-8", Notepad) and UTF-16 with one (Excel's
+    "Unicode Text") read as UTF-8 does, in every text format."""
+    frame = sentiment_frame(20)
+    frame.loc[0, "text"] = "café ☕ naïve"
+    if suffix in (".csv", ".tsv"):
+        text = frame.to_csv(sep="\t" if suffix == ".tsv" else ",", index=False)
+    else:
+        text = frame.to_json(orient="records", lines=suffix == ".jsonl", force_ascii=False)
+    path = write(tmp_path / f"data{suffix}", text.encode(encoding))
+    data = load_classification_data(str(path))
+    assert sorted(all_examples(data)) == sorted(zip(frame["text"], frame["label"], strict=True))
+
+
+def test_json_lines_keep_unicode_line_separators_inside_strings(tmp_path):
+    """JSON strings may hold U+2028, U+2029 and U+0085 as they are: they end no line of a .jsonl file."""
+    frame = sentiment_frame(20)
+    frame.loc[3, "text"] = "one\u2028two\u2029three\x85four"
+    path = write(tmp_path / "data.jsonl", frame.to_json(orient="records", lines=True, force_ascii=False))
+    data = load_classification_data(str(path))
+    assert "one\u2028two\u2029three\x85four" in [text for text, _ in all_examples(data)]
+
+
 def test_json_array_of_objects(tmp_path):
     frame = sentiment_frame(20)
     path = write(tmp_path / "data.json", json.dumps(frame.to_dict("records"), indent=2))

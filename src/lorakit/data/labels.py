@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from lorakit.data.wording import kind_of
 from lorakit.errors import LorakitError
 
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -91,5 +92,5 @@ def _label_key(value: object, column: str, origin: str) -> int | float | str:
             return int(number) if number.is_integer() else number
         return text
     raise LorakitError(
-        f"column {column!r} of {origin} holds {type(value).__name__} values, not class labels; pick a label column"
+        f"column {column!r} of {origin} holds {kind_of(value)} values, not class labels; pick a label column"
     )
