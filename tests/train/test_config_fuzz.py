@@ -167,12 +167,7 @@ def test_any_config_file_gives_a_well_typed_config_or_one_error_line(file: tuple
         assert_resumes_as_saved(config, Path(folder))
 
 
-# Printable texts: a flag value with a line break is echoed as it is by the command line's message.
-FLAG_VALUES = st.one_of(
-    st.sampled_from(WORDS),
-    st.text(st.characters(categories=["L", "N", "P", "S", "Zs"]), max_size=6),
-    st.integers(-5, 2**40).map(str),
-)
+FLAG_VALUES = st.one_of(st.sampled_from(WORDS), st.text(max_size=6), st.integers(-5, 2**40).map(str))
 
 
 @given(data=st.data())

@@ -365,7 +365,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """A config from field names → values; an unknown field is an error naming the known ones."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(_printable(key) for key in set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise LorakitError(
                 f"{source}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
@@ -410,7 +410,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name in settings:
-            raise LorakitError(f"config file {file} sets {_printable(name)} twice; keep one")
+            raise LorakitError(f"config file {file} sets {name} twice; keep one")
         settings[name] = value
     return settings
 
@@ -478,11 +478,6 @@ def _check_types(config: TrainConfig) -> None:
             words = " or ".join(_TYPE_WORDS.get(kind, kind.__name__) for kind in types if kind is not TaskKind)
             words = words.replace("NoneType", "null")
             raise LorakitError(f"{name} must be {words}, got {_SHOWN.repr(value)}")
-
-
-def _printable(name: str) -> str:
-    """A field name as given, quoted when it holds a line break or another unprintable character."""
-    return name if name.isprintable() else repr(name)
 
 
 def _on_off(value: Any) -> Any:
