@@ -41,6 +41,7 @@ JUNK = st.one_of(
     st.lists(st.sampled_from(["query", "value", "classifier", ""]) | st.integers(), max_size=3),
     st.dictionaries(st.sampled_from(["query", "(", "", "value"]), st.integers(-2, 9) | st.text(max_size=2), max_size=2),
 )
+NEW_KEYS = st.sampled_from(["use_dora", "lora_ga_config", "peft_type", "version"]) | st.text(max_size=4)
 NOT_JSON = st.sampled_from([b"", b"{", b"[]", b'"x"', b"null", b"\xff\xfe{}", b"[" * 3_000 + b"]" * 3_000])
 DTYPES = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "U16", "C64"]
 TORCH_DTYPES = [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int8, torch.uint8, torch.bool]
@@ -72,9 +73,7 @@ def damaged_json(draw: st.DrawFn, text: str) -> bytes:
     if how == "whole":
         return draw(NOT_JSON | JUNK.map(lambda value: json.dumps(value).encode()))
     if how == "add":
-        data[draw(st.sampled_from(["use_dora", "lora_ga_config", "peft_type", "version"]) | st.text(max_size=4))] = (
-            draw(JUNK)
-        )
+        data[draw(NEW_KEYS)] = draw(JUNK)
     else:
         key = draw(st.sampled_from(sorted(data)))
         if how == "drop":
