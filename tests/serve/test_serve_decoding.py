@@ -11,6 +11,7 @@ from serve_helpers import add_random_adapter
 from lorakit.errors import LorakitError
 from lorakit.lora import set_adapter
 from lorakit.serve.engine.decoding import Decoder, Row, _sample
+from lorakit.serve.engine.generate import GenerateInput
 from tiny_models import tiny_llama
 
 TARGETS = ["q_proj", "v_proj"]
@@ -162,6 +163,21 @@ def test_nucleus_sampling_keeps_the_smallest_set_reaching_top_p() -> None:
     assert draws == {0, 1}  # 0.5 + 0.3 reach 0.8
     assert {_sample(logits, 1.0, 1e-6, torch.Generator().manual_seed(s)) for s in range(50)} == {0}
     assert {_sample(logits, 1.0, 1.0, torch.Generator().manual_seed(s)) for s in range(400)} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-30])
+def test_a_temperature_below_float32s_range_draws_the_likeliest_token(temperature: float) -> None:
+    """1e-300 is 0 in float32: logits / temperature once made NaNs and multinomial raised (a 500)."""
+    logits = torch.tensor([0.1, 2.5, -1.0, 2.4])
+    assert {
+        _sample(logits, temperature, top_p, torch.Generator().manual_seed(s)) for s in range(20) for top_p in (1.0, 0.5)
+    } == {1}
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan"), -0.5])
+def test_a_temperature_that_is_no_finite_number_is_refused(temperature: float) -> None:
+    with pytest.raises(LorakitError, match=r"temperature must be 0 \(greedy\) or a finite number above"):
+        GenerateInput("w5", temperature=temperature)
 
 
 def test_an_empty_prompt_is_refused() -> None:

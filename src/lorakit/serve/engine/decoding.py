@@ -267,7 +267,9 @@ def _logprobs(rows: Sequence[Row], logits: torch.Tensor, tokens: list[int]) -> l
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
     """A token drawn from softmax(logits / temperature), cut to the smallest set of tokens whose
     probability reaches `top_p` (nucleus sampling)."""
-    probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
+    # In float64, where any positive temperature is above 0 (1e-300 is 0 in float32), and shifted so
+    # the largest logit is 0: the smallest temperatures then give the likeliest token, not NaNs.
+    probabilities = torch.softmax((logits.double() - logits.max()) / temperature, dim=-1).cpu()
     if top_p < 1.0:
         ordered, order = probabilities.sort(descending=True)
         outside = ordered.cumsum(-1) - ordered >= top_p  # tokens after the nucleus is full
