@@ -107,6 +107,21 @@ def test_unreadable_files_are_one_line_errors(tmp_path: Path, content: bytes, pr
     assert "\n" not in message and ARTIFACT_INFO_FILE in message and problem in message, message
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{not json", "is not valid JSON (Expecting property name"),  # once a JSONDecodeError traceback
+        (b"[1, 2]", "is not a transformers model config"),  # once an AttributeError
+        (b'{"architectures": "BertModel"}', "is not a transformers model config"),
+    ],
+)
+def test_artifact_kind_of_a_model_folder_with_a_damaged_config(tmp_path: Path, content: bytes, problem: str):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(LorakitError) as caught:
+        artifact_kind(tmp_path)
+    assert "config.json" in str(caught.value) and problem in str(caught.value)
+
+
 def test_an_adapter_whose_head_is_no_matrix_is_damaged(tmp_path: Path):
     """A scalar classifier weight once crashed reading the folder (IndexError), before any model loaded."""
     from safetensors.torch import load_file, save_file

@@ -216,13 +216,32 @@ def artifact_kind(path: Path) -> TaskKind:
     info = read_artifact_info(folder)
     if info.task is not None:
         return info.task
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    architectures = " ".join(config.get("architectures") or [])
+    config = _model_config(folder)
+    architectures = " ".join(map(str, config.get("architectures") or []))
     if config.get("is_encoder_decoder"):
         return TaskKind.SEQ2SEQ
     if "CausalLM" in architectures or "LMHeadModel" in architectures:
         return TaskKind.CAUSAL_LM
     return TaskKind.CLASSIFICATION
+
+
+def _model_config(folder: Path) -> dict[str, Any]:
+    """A full model folder's config.json ({} without one).
+
+    Raises:
+        LorakitError: the file is not a JSON object.
+    """
+    file = folder / "config.json"
+    if not file.is_file():
+        return {}
+    try:
+        config = loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise LorakitError(f"{file} is not valid JSON ({reason}); restore the model folder") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architectures") or [], list):
+        raise LorakitError(f"{file} is not a transformers model config (a JSON object); restore the model folder")
+    return config
 
 
 @dataclass(frozen=True)
