@@ -31,7 +31,7 @@ EXPECTED_WARNINGS = [
 # no health check that fails a test for being slow or for drawing large inputs.
 _RELAXED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 settings.register_profile(
-    "ci", max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=_RELAXED
+    "ci", max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=_RELAXED
 )
 settings.register_profile("thorough", max_examples=2_000, deadline=None, suppress_health_check=_RELAXED)
 settings.load_profile(os.environ.get("LORAKIT_HYPOTHESIS_PROFILE", "ci"))

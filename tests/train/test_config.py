@@ -60,6 +60,14 @@ def test_yaml_reads_numbers_with_an_exponent_as_numbers(tmp_path: Path) -> None:
     assert (config.lr, config.lora_alpha, config.weight_decay, config.text_column) == (5e-4, 10.0, 0.0, "1e5x")
 
 
+def test_config_yaml_quotes_texts_that_read_as_numbers(tmp_path: Path) -> None:
+    """What `--resume` reads back is what was saved: a column named "5e-4" stays a text."""
+    config = TrainConfig(label_column="5e-4", text_column="1E3", lr=5e-4)
+    config.save(tmp_path / "config.yaml")
+    assert "label_column: '5e-4'" in (tmp_path / "config.yaml").read_text()
+    assert from_file(tmp_path / "config.yaml") == config
+
+
 def test_yaml_words_for_on_and_off_still_mean_the_choices(tmp_path: Path) -> None:
     config = from_file(config_file(tmp_path, "task: causal-lm\npacking: on\ngradient_checkpointing: off\n"))
     assert (config.packing, config.gradient_checkpointing) == ("on", "off")

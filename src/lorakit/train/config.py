@@ -359,7 +359,7 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         """Write the config as YAML (what `--resume` reads back)."""
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(yaml.dump(self.to_dict(), Dumper=_ConfigDumper, sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -420,11 +420,17 @@ class _ConfigLoader(yaml.SafeLoader):
     dot: `5.0e-4`), since that is how people write learning rates."""
 
 
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+class _ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the texts `_ConfigLoader` would read as numbers (a column named
+    "5e-4"), so config.yaml reads back as it was written."""
+
+
+for _yaml_class in (_ConfigLoader, _ConfigDumper):
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
 
 
 def _count_values(data: Any) -> int:
