@@ -84,8 +84,8 @@ def test_a_config_file_with_a_byte_order_mark(tmp_path: Path) -> None:
     [
         ("batch-size: 4\nbatch_size: 8\n", ["sets batch_size twice; keep one"]),
         ('"lr\\nmax": 1\n', ["unknown field(s) lr\\nmax"]),  # the line break escaped: the message is one line
-        ("r: " + "[" * 3_000 + "]" * 3_000 + "\n", ["nests too deeply"]),  # once a RecursionError
-        ("r: " + "9" * 5_000 + "\n", ["a number too long"]),  # once a bare ValueError
+        ("r: " + "[" * 3_000 + "]" * 3_000 + "\n", ["nests lists or mappings too deeply"]),  # once a RecursionError
+        ("r: " + "9" * 5_000 + "\n", ["holds an integer of more than 4,300 digits"]),  # once a bare ValueError
         ("target_modules: &a [*a]\n", ["more than 10,000 values"]),  # a list that holds itself
         ("- r: 4\n", ["must hold a mapping of fields, got list"]),
         ("r: !!python/object:os.system ls\n", ["not valid YAML/JSON"]),
@@ -107,6 +107,12 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
 def test_json_config_files_fail_like_json_data_files(tmp_path: Path) -> None:
     deep = config_file(tmp_path, '{"r": ' + "[" * 3_000 + "]" * 3_000 + "}", "run.json")
     one_line_error(lambda: from_file(deep), "not valid YAML/JSON", "nested too deeply")
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_bytes("text_column: café\n".encode("latin-1"))
+    one_line_error(lambda: read_config_file(path), "is not UTF-8 text (byte 0xe9 at position 16)", "re-save")
 
 
 def test_a_folder_is_not_a_config_file(tmp_path: Path) -> None:

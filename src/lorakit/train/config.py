@@ -392,11 +392,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as error:
         reason = error.strerror or error
         raise LorakitError(f"config file {file} cannot be read ({reason}); check its permissions") from None
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise LorakitError(
+            f"config file {file} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position {error.start}); "
+            "re-save it as UTF-8"
+        ) from None
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
         reason = " ".join(str(error).split())
         raise LorakitError(f"config file {file} is not valid YAML/JSON: {reason}") from None
-    except (RecursionError, ValueError):  # YAML nested a thousand deep; an integer of over 4,300 digits
-        raise LorakitError(f"config file {file} nests too deeply or holds a number too long to read") from None
+    except RecursionError:
+        raise LorakitError(f"config file {file} nests lists or mappings too deeply to read") from None
+    except ValueError:  # PyYAML converting an integer of more than 4,300 digits
+        raise LorakitError(f"config file {file} holds an integer of more than 4,300 digits") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
