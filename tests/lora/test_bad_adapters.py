@@ -277,6 +277,23 @@ def test_lora_weight_that_is_no_matrix(tmp_path, which, shape):
     failed_load(tiny_bert(), tmp_path, "'bert.encoder.layer.0.attention.self.query'", "must be matrices", "damaged")
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.complex64])
+def test_lora_weight_that_is_not_floating_point(tmp_path, dtype):
+    """Integers or booleans under a LoRA name are a damaged file; copying them once loaded them as weights."""
+    make_adapter(tmp_path, tiny_bert())
+    key = f"{PREFIX}bert.encoder.layer.0.attention.self.query.lora_A.weight"
+    rewrite_weights(tmp_path, lambda tensors: tensors.update({key: tensors[key].to(dtype)}))
+    failed_load(tiny_bert(), tmp_path, "lora_A of dtype", str(dtype).removeprefix("torch."), "floating point")
+
+
+def test_lora_weights_in_half_precision_load(tmp_path):
+    source = tiny_bert(seed=1)
+    make_adapter(tmp_path, source)
+    rewrite_weights(tmp_path, lambda tensors: tensors.update({k: v.half() for k, v in tensors.items()}))
+    target = load_adapter(tiny_bert(seed=1), tmp_path)
+    torch.testing.assert_close(logits(target), logits(source), atol=1e-2, rtol=1e-2)
+
+
 def test_rank_in_config_differs_from_weights(tmp_path):
     make_adapter(tmp_path, tiny_bert(), r=4)
     rewrite_config(tmp_path, r=8)

@@ -341,6 +341,13 @@ def _check_lora_module(
     if a is None or b is None:
         missing = "lora_A" if a is None else "lora_B"
         raise LorakitError(f"{source} has no {missing} weight for module {path!r}: the adapter file is incomplete")
+    for name, weight in (("lora_A", a), ("lora_B", b)):
+        if not weight.is_floating_point():  # copying would turn integers or booleans into weights
+            dtype = str(weight.dtype).removeprefix("torch.")
+            raise LorakitError(
+                f"{source}: module {path!r} has {name} of dtype {dtype}; LoRA weights are floating point: "
+                "the adapter file is damaged"
+            )
     if a.ndim != 2 or b.ndim != 2:
         raise LorakitError(
             f"{source}: module {path!r} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}; both must be "
