@@ -132,7 +132,8 @@ def _inside_adapters_folder(adapters: Path | None, path: str) -> Path:
         folder = (adapters / Path(path).expanduser()).resolve()
         folder.exists()  # the file system's refusals (a name too long) here, not in a later is_dir()
     except (ValueError, RuntimeError, OSError) as error:
-        raise ApiError(400, "invalid_path", f"lora_path {path!r} is not a usable path ({error})") from None
+        reason = getattr(error, "strerror", None) or error  # an OSError's text repeats the whole path
+        raise ApiError(400, "invalid_path", f"lora_path {path!r} is not a usable path ({reason})") from None
     if not folder.is_relative_to(adapters):
         raise ApiError(403, "path_forbidden", f"lora_path must lie inside the adapters folder {adapters}")
     return folder
