@@ -245,6 +245,28 @@ def test_saved_dataset_reports_missing_columns(tmp_path):
     assert_one_line_error(lambda: load_classification_data(str(tmp_path / "one")), "'text'", "sentence", "text_column")
 
 
+@pytest.mark.parametrize(
+    ("file", "content"),
+    [
+        ("dataset_dict.json", "[]"),  # once a TypeError from inside datasets
+        ("dataset_dict.json", "{}"),  # once a KeyError
+        ("dataset_dict.json", '{"splits": 5}'),
+        ("train/state.json", "[1]"),
+        ("train/dataset_info.json", '{"features": 5}'),
+    ],
+)
+def test_a_saved_dataset_with_damaged_metadata(tmp_path, file, content):
+    from datasets import DatasetDict
+
+    DatasetDict(train=class_label_dataset(10, ["a", "b"])).save_to_disk(tmp_path / "saved")
+    (tmp_path / "saved" / file).write_text(content)
+    assert_one_line_error(
+        lambda: load_classification_data(str(tmp_path / "saved"), text_column="sentence"),
+        "looks like a datasets save_to_disk folder but does not load",
+        "damaged; re-save it with save_to_disk",
+    )
+
+
 # --- names that are neither builtin nor local --------------------------------------------------
 
 
