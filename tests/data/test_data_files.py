@@ -84,6 +84,17 @@ def test_text_files_with_a_byte_order_mark(tmp_path, suffix, encoding):
     assert sorted(all_examples(data)) == sorted(zip(frame["text"], frame["label"], strict=True))
 
 
+def test_a_label_of_more_digits_than_python_converts_is_a_class_name(tmp_path):
+    """Past 4,300 digits int() refuses (a bare ValueError once escaped), and past float's range a
+    number is infinite: such a label is a name, and the labels sort as names."""
+    frame = sentiment_frame(30, int_labels=True).astype({"label": str})
+    frame.loc[[0, 3, 6, 9], "label"] = "9" * 5_000
+    frame.loc[[1, 4, 7, 10], "label"] = "1e999"
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    data = load_classification_data(str(tmp_path / "data.csv"))
+    assert data.label_names == ["10", "1e999", "2", "7", "9" * 5_000]
+
+
 def test_json_lines_keep_unicode_line_separators_inside_strings(tmp_path):
     """JSON strings may hold U+2028, U+2029 and U+0085 as they are: they end no line of a .jsonl file."""
     frame = sentiment_frame(20)

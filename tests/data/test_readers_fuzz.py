@@ -57,6 +57,7 @@ MESSAGES = [
 CELL_TEXTS = st.one_of(
     st.sampled_from(["", " ", "\t", "NA", "NaN", "nan", "null", "None", "inf", "-0", "1", "1.0", "2.5", "-3", "1e3"]),
     st.sampled_from(["True", "false", "pos", "a b c", "\n", '"', "'", ",", "\x00", "\u2028", "\x85", "\ufeff"]),
+    st.sampled_from(["9" * 5_000, "1e999", "-0.0", "0x10"]),  # past int's digit limit, past float's range
     st.sampled_from(MESSAGES),
     st.text(max_size=12),
 )
