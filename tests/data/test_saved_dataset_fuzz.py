@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from test_readers_fuzz import assert_one_line
 
 from lorakit import LorakitError
 from lorakit.data import load_classification_data
@@ -76,7 +75,8 @@ def test_any_damaged_saved_dataset_loads_or_says_why_in_one_line(saved: Path, da
         try:
             loaded = load_classification_data(str(target))
         except LorakitError as error:
-            assert_one_line(error)
+            event(str(error).split(": ", 1)[-1][:60])
+            assert str(error).strip() and "\n" not in str(error)
             return
     event("loaded")
     assert loaded.train.texts
