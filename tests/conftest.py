@@ -1,4 +1,10 @@
-"""Shared test setup: expected third-party warnings, the tiny-architecture fixture."""
+"""Shared test setup: expected third-party warnings, the tiny-architecture fixture, Hypothesis profiles.
+
+The property-based tests (`test_*_fuzz.py`) run under the Hypothesis profile named by
+`LORAKIT_HYPOTHESIS_PROFILE`: "ci" (the default) draws a modest, fixed set of examples (derandomized,
+no example database), so every run tries the same inputs and a failure reproduces; "thorough" draws
+many more, from fresh random seeds, for a local hunt before a release.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import lorakit  # noqa: F401 (first: it silences torchao's import-time noise before transformers loads it)
 from tiny_models import ARCHS, Arch
@@ -19,6 +26,15 @@ EXPECTED_WARNINGS = [
     "ignore:fan_in_fan_out is set to False:UserWarning",
     "ignore:Adapter '.*'.* LoRA tensor.s. have invalid shape",
 ]
+
+# Generous to slow machines: examples write files and build frames, so no per-example deadline and
+# no health check that fails a test for being slow or for drawing large inputs.
+_RELAXED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=_RELAXED
+)
+settings.register_profile("thorough", max_examples=2_000, deadline=None, suppress_health_check=_RELAXED)
+settings.load_profile(os.environ.get("LORAKIT_HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -90,6 +90,53 @@ def test_broken_json_is_named(tmp_path: Path):
         read_artifact_info(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (json.dumps({"task": "classification"}).encode("utf-16"), "is not UTF-8 JSON text"),  # once a traceback
+        (b"[" * 3_000 + b"]" * 3_000, "nested too deeply"),  # once a RecursionError
+        (b'{"max_length": ' + b"1" * 5_000 + b"}", "4,300 digits"),  # once a bare ValueError
+        (b'{"task\\n": 1}', "unknown field(s) task\\n"),  # the line break escaped: one line
+    ],
+)
+def test_unreadable_files_are_one_line_errors(tmp_path: Path, content: bytes, problem: str):
+    (tmp_path / ARTIFACT_INFO_FILE).write_bytes(content)
+    with pytest.raises(LorakitError) as caught:
+        read_artifact_info(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and ARTIFACT_INFO_FILE in message and problem in message, message
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"{not json", "is not valid JSON (Expecting property name"),  # once a JSONDecodeError traceback
+        (b"[1, 2]", "is not a transformers model config"),  # once an AttributeError
+        (b'{"architectures": "BertModel"}', "is not a transformers model config"),
+    ],
+)
+def test_artifact_kind_of_a_model_folder_with_a_damaged_config(tmp_path: Path, content: bytes, problem: str):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(LorakitError) as caught:
+        artifact_kind(tmp_path)
+    assert "config.json" in str(caught.value) and problem in str(caught.value)
+
+
+def test_an_adapter_whose_head_is_no_matrix_is_damaged(tmp_path: Path):
+    """A scalar classifier weight once crashed reading the folder (IndexError), before any model loaded."""
+    from safetensors.torch import load_file, save_file
+
+    from adapter_folders import save_adapter_folder, save_base
+    from lorakit.artifacts import read_adapter_artifact
+
+    adapter = save_adapter_folder("bert", save_base("bert", tmp_path / "base"), tmp_path / "adapter")
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    tensors["base_model.model.classifier.weight"] = torch.tensor(1.0)
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    with pytest.raises(LorakitError, match=r"classifier.weight is \(\), not a matrix .* damaged"):
+        read_adapter_artifact(adapter)
+
+
 def test_one_function_finds_what_a_run_folder_holds(tmp_path: Path):
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)

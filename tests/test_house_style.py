@@ -22,6 +22,7 @@ LAYERS = {
     "task_kind": 1,
     "packages": 1,
     "folders": 1,
+    "jsontext": 1,
     "_third_party_logs": 1,
     "heap": 1,
     "lora": 2,

@@ -29,6 +29,7 @@ from torch import nn
 
 from lorakit.errors import LorakitError
 from lorakit.folders import staged_folder, write_text
+from lorakit.jsontext import loads
 from lorakit.lora import LoraConfig, load_adapter, read_adapter, save_adapter
 from lorakit.lora.io import CONFIG_NAME
 from lorakit.models import load_classifier, load_model, resolve_model
@@ -83,7 +84,7 @@ class ArtifactInfo:
                 field of the wrong type.
         """
         try:
-            data = json.loads(text)
+            data = loads(text)
         except json.JSONDecodeError as error:
             raise LorakitError(f"{source} is not valid JSON ({error.msg}); restore it or delete it") from None
         if not isinstance(data, dict):
@@ -178,7 +179,11 @@ def read_artifact_info(folder: Path) -> ArtifactInfo:
     file = folder / ARTIFACT_INFO_FILE
     if not file.is_file():
         return ArtifactInfo()
-    return ArtifactInfo.from_json(file.read_text(), str(file))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LorakitError(f"{file} is not UTF-8 JSON text; restore it or delete it") from None
+    return ArtifactInfo.from_json(text, str(file))
 
 
 def write_artifact_info(folder: Path, info: ArtifactInfo) -> None:
@@ -211,8 +216,8 @@ def artifact_kind(path: Path) -> TaskKind:
     info = read_artifact_info(folder)
     if info.task is not None:
         return info.task
-    config = _model_config_json(folder / "config.json")
-    architectures = " ".join(config.get("architectures") or [])
+    config = _model_config(folder)
+    architectures = " ".join(map(str, config.get("architectures") or []))
     if config.get("is_encoder_decoder"):
         return TaskKind.SEQ2SEQ
     if "CausalLM" in architectures or "LMHeadModel" in architectures:
@@ -220,18 +225,22 @@ def artifact_kind(path: Path) -> TaskKind:
     return TaskKind.CLASSIFICATION
 
 
-def _model_config_json(file: Path) -> dict[str, Any]:
-    """A model folder's config.json as read (empty when there is none), refusing one that is not a JSON object."""
+def _model_config(folder: Path) -> dict[str, Any]:
+    """A full model folder's config.json ({} without one).
+
+    Raises:
+        LorakitError: the file is not a JSON object.
+    """
+    file = folder / "config.json"
     if not file.is_file():
         return {}
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
+        config = loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise LorakitError(
-            f"{file} is not valid JSON ({error}); restore the model folder or pass another one"
-        ) from None
-    if not isinstance(config, dict):
-        raise LorakitError(f"{file} must hold a JSON object; restore the model folder or pass another one")
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise LorakitError(f"{file} is not valid JSON ({reason}); restore the model folder") from None
+    if not isinstance(config, dict) or not isinstance(config.get("architectures") or [], list):
+        raise LorakitError(f"{file} is not a transformers model config (a JSON object); restore the model folder")
     return config
 
 
@@ -290,8 +299,14 @@ def read_adapter_artifact(path: str | Path) -> AdapterArtifact:
             f"{folder} names no base model (base_model in lorakit.json or base_model_name_or_path in {CONFIG_NAME})"
         )
     task_type = info.task.peft_type if info.task else config.task_type or infer_task_type(load_config(base))
-    heads = [t for k, t in tensors.items() if k.endswith(_LABELLED_HEADS)]
-    num_labels = heads[0].shape[0] if heads else None
+    heads = [(k, t) for k, t in tensors.items() if k.endswith(_LABELLED_HEADS)]
+    if heads and heads[0][1].ndim != 2:
+        key, head = heads[0]
+        raise LorakitError(
+            f"{folder}: the head weight {key} is {tuple(head.shape)}, not a matrix (labels × hidden size): "
+            "the adapter file is damaged"
+        )
+    num_labels = heads[0][1].shape[0] if heads else None
     label_names = list(info.label_names) if info.label_names is not None else None
     if task_type == TaskKind.CLASSIFICATION.peft_type and label_names is None and num_labels is not None:
         label_names = [f"LABEL_{i}" for i in range(num_labels)]

@@ -3,7 +3,9 @@
 Every message is a single line that names the problem and the fix; the CLI prints it without a
 traceback and exits with status 2. A fix that names an option names it as the user sets it: the
 keyword (`text_column='body'`) from Python, the flag (`--text-column body`) at the command line,
-where the CLI turns `command_line_wording` on for the duration of a command.
+where the CLI turns `command_line_wording` on for the duration of a command. A line break inside
+a value the message quotes (a column name or a config key from a user's file) is escaped, so the
+message stays one line whatever it quotes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ from pathlib import Path
 
 _FLAGS = contextvars.ContextVar("lorakit_flag_wording", default=False)
 
+# Every character `str.splitlines` breaks at → its escape.
+_LINE_BREAKS = str.maketrans({char: repr(char)[1:-1] for char in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
 
 class LorakitError(ValueError):
     """Bad input from the user (a config value, a file, an adapter that does not fit a model)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(str(message).translate(_LINE_BREAKS))
 
 
 class PeerLostError(LorakitError):

@@ -125,7 +125,46 @@ def test_a_csv_file_that_is_parquet(tmp_path):
 
 def test_a_csv_file_that_is_not_utf8(tmp_path):
     path = write(tmp_path / "data.csv", "text,label\ncafé,pos\nbad,neg\n".encode("latin-1"))
-    assert_one_line_error(load(path), "not UTF-8 CSV", "re-save it as UTF-8")
+    assert_one_line_error(load(path), "not UTF-8 CSV", "byte 0xe9 on line 2", "re-save it as UTF-8")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_deep_in_a_big_file(tmp_path, suffix):
+    """pandas decodes a CSV in chunks and reports the position inside its chunk: the line named is
+    the file's own."""
+    row = "good film,pos\n" if suffix == ".csv" else '{"text": "good film", "label": "pos"}\n'
+    head = "text,label\n" if suffix == ".csv" else ""
+    bad = row.replace("good", "café")
+    path = write(tmp_path / f"data{suffix}", (head + row * 100_000 + bad).encode("latin-1"))
+    line = 100_002 if suffix == ".csv" else 100_001
+    assert_one_line_error(load(path), f"data{suffix} is not UTF-8", f"byte 0xe9 on line {line:,}", "re-save")
+
+
+def test_a_utf16_file_that_does_not_decode(tmp_path):
+    path = write(tmp_path / "data.tsv", "text\tlabel\ngood\tpos\n".encode("utf-16")[:-1])
+    assert_one_line_error(load(path), "data.tsv is not valid UTF-16 TSV text", "line 2", "re-save it as UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"text": ' + "[" * 3_000 + "]" * 3_000 + ', "label": 1}', "nested too deeply"),
+        ('{"text": "a", "label": ' + "1" * 5_000 + "}", "an integer of more than 4,300 digits"),
+    ],
+)
+def test_json_that_python_cannot_parse_names_the_line(tmp_path, line, problem):
+    """Nesting deeper than Python's parser recurses, or an integer too long to convert, is one line
+    naming the file's line, like any syntax error (not a RecursionError or a bare ValueError)."""
+    path = write(tmp_path / "data.jsonl", '{"text": "a", "label": 1}\n' + line + "\n")
+    assert_one_line_error(load(path), "data.jsonl line 2 is not valid JSON", problem)
+    array = write(tmp_path / "data.json", "[" + line + "]")
+    assert_one_line_error(load(array), "data.json is not valid JSON", problem)
+
+
+@pytest.mark.parametrize(("value", "kind"), [("null", "null"), ("[1]", "list"), ('"text"', "text"), ("7", "number")])
+def test_a_jsonl_line_that_is_no_object_is_named_in_json_words(tmp_path, value, kind):
+    path = write(tmp_path / "data.jsonl", f'{{"text": "a", "label": 1}}\n{value}\n')
+    assert_one_line_error(load(path), f"line 2 is a JSON {kind}, not an object")
 
 
 def test_a_malformed_csv(tmp_path):
@@ -156,8 +195,10 @@ def test_a_broken_json_array(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["data.csv", "data.tsv", "data.jsonl", "data.json", "data.parquet"])
-def test_an_empty_file(tmp_path, name):
-    assert_one_line_error(load(write(tmp_path / name, "")), name, "is empty")
+@pytest.mark.parametrize("content", [b"", b"\xef\xbb\xbf", b"\xff\xfe", b" \n" * 100])
+def test_an_empty_file(tmp_path, name, content):
+    """Nothing, a byte-order mark alone, or more blank lines than the first bytes read."""
+    assert_one_line_error(load(write(tmp_path / name, content)), name, "is empty")
 
 
 def test_a_csv_with_a_header_only(tmp_path):

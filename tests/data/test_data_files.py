@@ -68,6 +68,42 @@ def test_json_lines(tmp_path, suffix):
     assert_carved(data, 20)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json"])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_text_files_with_a_byte_order_mark(tmp_path, suffix, encoding):
+    """UTF-8 with a byte-order mark (Excel's "CSV UTF-8", Notepad) and UTF-16 with one (Excel's
+    "Unicode Text") read as UTF-8 does, in every text format."""
+    frame = sentiment_frame(20)
+    frame.loc[0, "text"] = "café ☕ naïve"
+    if suffix in (".csv", ".tsv"):
+        text = frame.to_csv(sep="\t" if suffix == ".tsv" else ",", index=False)
+    else:
+        text = frame.to_json(orient="records", lines=suffix == ".jsonl", force_ascii=False)
+    path = write(tmp_path / f"data{suffix}", text.encode(encoding))
+    data = load_classification_data(str(path))
+    assert sorted(all_examples(data)) == sorted(zip(frame["text"], frame["label"], strict=True))
+
+
+def test_a_label_of_more_digits_than_python_converts_is_a_class_name(tmp_path):
+    """Past 4,300 digits int() refuses (a bare ValueError once escaped), and past float's range a
+    number is infinite: such a label is a name, and the labels sort as names."""
+    frame = sentiment_frame(30, int_labels=True).astype({"label": str})
+    frame.loc[[0, 3, 6, 9], "label"] = "9" * 5_000
+    frame.loc[[1, 4, 7, 10], "label"] = "1e999"
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    data = load_classification_data(str(tmp_path / "data.csv"))
+    assert data.label_names == ["10", "1e999", "2", "7", "9" * 5_000]
+
+
+def test_json_lines_keep_unicode_line_separators_inside_strings(tmp_path):
+    """JSON strings may hold U+2028, U+2029 and U+0085 as they are: they end no line of a .jsonl file."""
+    frame = sentiment_frame(20)
+    frame.loc[3, "text"] = "one\u2028two\u2029three\x85four"
+    path = write(tmp_path / "data.jsonl", frame.to_json(orient="records", lines=True, force_ascii=False))
+    data = load_classification_data(str(path))
+    assert "one\u2028two\u2029three\x85four" in [text for text, _ in all_examples(data)]
+
+
 def test_json_array_of_objects(tmp_path):
     frame = sentiment_frame(20)
     path = write(tmp_path / "data.json", json.dumps(frame.to_dict("records"), indent=2))
@@ -218,6 +254,28 @@ def test_saved_single_dataset_is_train(tmp_path):
 def test_saved_dataset_reports_missing_columns(tmp_path):
     class_label_dataset(10, ["a", "b"]).save_to_disk(tmp_path / "one")
     assert_one_line_error(lambda: load_classification_data(str(tmp_path / "one")), "'text'", "sentence", "text_column")
+
+
+@pytest.mark.parametrize(
+    ("file", "content"),
+    [
+        ("dataset_dict.json", "[]"),  # once a TypeError from inside datasets
+        ("dataset_dict.json", "{}"),  # once a KeyError
+        ("dataset_dict.json", '{"splits": 5}'),
+        ("train/state.json", "[1]"),
+        ("train/dataset_info.json", '{"features": 5}'),
+    ],
+)
+def test_a_saved_dataset_with_damaged_metadata(tmp_path, file, content):
+    from datasets import DatasetDict
+
+    DatasetDict(train=class_label_dataset(10, ["a", "b"])).save_to_disk(tmp_path / "saved")
+    (tmp_path / "saved" / file).write_text(content)
+    assert_one_line_error(
+        lambda: load_classification_data(str(tmp_path / "saved"), text_column="sentence"),
+        "looks like a datasets save_to_disk folder but does not load",
+        "damaged; re-save it with save_to_disk",
+    )
 
 
 # --- names that are neither builtin nor local --------------------------------------------------

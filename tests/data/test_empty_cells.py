@@ -30,7 +30,7 @@ def test_text_cells_keep_strings_and_spell_numbers():
     assert text_cell(" padded ", "text", "d.csv", 1) == " padded "
     assert text_cell(7, "text", "d.csv", 1) == "7"
     assert text_cell(np.float64(1.5), "text", "d.csv", 1) == "1.5"
-    assert_one_line_error(lambda: text_cell(True, "text", "d.csv", 3), "'text'", "bool values, not text", "row 3")
+    assert_one_line_error(lambda: text_cell(True, "text", "d.csv", 3), "'text'", "boolean values, not text", "row 3")
 
 
 def test_blank_texts_and_labels_are_missing_in_classification(tmp_path):

@@ -62,7 +62,7 @@ def test_split_files_of_different_shapes(tmp_path):
 
 def test_a_column_of_non_text_values(tmp_path):
     path = jsonl(tmp_path, [{"prompt": {"text": "hi"}, "response": "hello"}])
-    assert_one_line_error(load(path), "'prompt'", "dict", "not text", "row 1")
+    assert_one_line_error(load(path), "'prompt'", "object values", "not text", "row 1")
 
 
 # --- empty prompts and responses ---------------------------------------------------------------
@@ -106,8 +106,8 @@ def test_too_few_questions_to_carve(tmp_path):
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        ({"role": "user"}, ["row 2", "dict, not a list of messages", "messages_column"]),
-        (["hello"], ["row 2", "message 1 is a str", "'role' and 'content'"]),
+        ({"role": "user"}, ["row 2", "holds an object, not a list of messages", "messages_column"]),
+        (["hello"], ["row 2", "message 1 is a text", "'role' and 'content'"]),
         (
             [{"speaker": "user", "text": "hi"}],
             ["row 2", "message 1 has neither 'role' nor 'from'", "['speaker', 'text']"],
@@ -150,6 +150,23 @@ def test_a_conversation_must_end_with_the_assistant(tmp_path):
 def test_messages_text_in_csv_must_be_json(tmp_path):
     path = write(tmp_path / "d.csv", 'messages\n"[{""role"": ""user""}"\n')
     assert_one_line_error(load(path), "row 1 of d.csv", "not a JSON list of messages", '"role"')
+
+
+@pytest.mark.parametrize(
+    ("cell", "words"),
+    [
+        ("null", ["holds null, not a list of messages"]),
+        ("7", ["holds a number, not a list of messages"]),
+        ("[" * 3_000 + "]" * 3_000, ["not a JSON list of messages", "nested too deeply"]),
+        ('[{"role": "user", "content": ' + "9" * 5_000 + "}]", ["not a JSON list of messages", "4,300 digits"]),
+    ],
+)
+def test_messages_text_in_csv_that_is_json_but_no_list(tmp_path, cell, words):
+    """JSON that is no list, nests deeper than Python's parser goes, or holds an integer too long
+    to convert: one line naming the row, never a RecursionError or a bare ValueError."""
+    path = tmp_path / "d.csv"
+    pd.DataFrame({"id": [1], "messages": [cell]}).to_csv(path, index=False)
+    assert_one_line_error(load(path), "row 1 of d.csv", *words)
 
 
 # --- files, names and options ------------------------------------------------------------------

@@ -257,6 +257,43 @@ def test_head_tensor_the_model_head_does_not_have(tmp_path):
     failed_load(tiny_bert(), tmp_path, "classifier.extra_scale")
 
 
+@pytest.mark.parametrize("shape", [(), (2,), (2, 32, 1)])
+def test_seq_cls_head_weight_of_another_rank_is_damaged_not_another_label_count(tmp_path, shape):
+    """Only a head of the base's rank with another row count means other labels (a scalar head
+    once crashed the message: IndexError)."""
+    seq_cls_adapter(tmp_path)
+    rewrite_weights(tmp_path, lambda tensors: tensors.update({f"{PREFIX}classifier.weight": torch.zeros(shape)}))
+    message = failed_load(tiny_bert(), tmp_path, "classifier", f"{shape} in the adapter", "it is damaged")
+    assert "num_labels" not in message
+
+
+@pytest.mark.parametrize("which", ["lora_A", "lora_B"])
+@pytest.mark.parametrize("shape", [(), (4,), (4, 32, 1)])
+def test_lora_weight_that_is_no_matrix(tmp_path, which, shape):
+    """A LoRA weight of rank other than 2 (a scalar once crashed the message: IndexError)."""
+    make_adapter(tmp_path, tiny_bert())
+    key = f"{PREFIX}bert.encoder.layer.0.attention.self.query.{which}.weight"
+    rewrite_weights(tmp_path, lambda tensors: tensors.update({key: torch.zeros(shape)}))
+    failed_load(tiny_bert(), tmp_path, "'bert.encoder.layer.0.attention.self.query'", "must be matrices", "damaged")
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.complex64])
+def test_lora_weight_that_is_not_floating_point(tmp_path, dtype):
+    """Integers or booleans under a LoRA name are a damaged file; copying them once loaded them as weights."""
+    make_adapter(tmp_path, tiny_bert())
+    key = f"{PREFIX}bert.encoder.layer.0.attention.self.query.lora_A.weight"
+    rewrite_weights(tmp_path, lambda tensors: tensors.update({key: tensors[key].to(dtype)}))
+    failed_load(tiny_bert(), tmp_path, "lora_A of dtype", str(dtype).removeprefix("torch."), "floating point")
+
+
+def test_lora_weights_in_half_precision_load(tmp_path):
+    source = tiny_bert(seed=1)
+    make_adapter(tmp_path, source)
+    rewrite_weights(tmp_path, lambda tensors: tensors.update({k: v.half() for k, v in tensors.items()}))
+    target = load_adapter(tiny_bert(seed=1), tmp_path)
+    torch.testing.assert_close(logits(target), logits(source), atol=1e-2, rtol=1e-2)
+
+
 def test_rank_in_config_differs_from_weights(tmp_path):
     make_adapter(tmp_path, tiny_bert(), r=4)
     rewrite_config(tmp_path, r=8)
@@ -407,6 +444,11 @@ def test_folder_with_only_pickled_weights(tmp_path, no_unpickling):
         b'{"peft_type": "LORA", "r": 8, "lora_dropout": 2}',
         b'{"peft_type": "LOHA", "r": 8}',
         b'{"peft_type": "LORA", "r": 8, "rank_pattern": ["query"]}',
+        b"[" * 3_000 + b"]" * 3_000,  # once a RecursionError
+        b'{"peft_type": "LORA", "r": ' + b"8" * 5_000 + b"}",  # once a bare ValueError
+        b'{"peft_type": "LORA", "r": 8, "target_modules": ["query"], "modules_to_save": true}',  # once a TypeError
+        b'{"peft_type": "LORA", "r": 8, "target_modules": ["query"], "lora_bias": "false"}',  # once lora_bias on
+        b'{"peft_type": "LORA\\r\\n", "r": 8}',
     ],
 )
 def test_malformed_adapter_config(tmp_path, content):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import pathlib
 import re
 
 import peft
@@ -385,6 +386,30 @@ def from_dict_error(data) -> pytest.ExceptionInfo:
 def test_from_peft_dict_refuses_dora():
     message = assert_one_line_error(from_dict_error(peft_dict(use_dora=True)), "use_dora")
     assert "peft" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"modules_to_save": True}, ["modules_to_save must be a list of module names or None; got True"]),
+        ({"modules_to_save": ["classifier", 3]}, ["modules_to_save must be a list of module names"]),
+        ({"lora_bias": "false"}, ["lora_bias must be True or False; got 'false'"]),
+        ({"use_rslora": 1}, ["use_rslora must be True or False; got 1"]),
+        ({"inference_mode": None}, ["inference_mode must be True or False"]),
+        ({"base_model_name_or_path": 5}, ["base_model_name_or_path must be a model name or path, or None"]),
+        ({"revision": ["main"]}, ["revision must be a revision name or None"]),
+        ({"layers_to_transform": {"0": 1}}, ["layers_to_transform must be layer indices"]),
+        ({"layers_to_transform": [0], "layers_pattern": 3}, ["layers_pattern must be a layer list's name"]),
+    ],
+)
+def test_from_peft_dict_checks_the_type_of_every_field(overrides, words):
+    """An adapter_config.json from another tool may hold anything: a truthy "false" must not turn a
+    switch on, and a `true` list of modules once raised a TypeError."""
+    assert_one_line_error(from_dict_error(peft_dict(**overrides)), "adapter_config.json", *words)
+
+
+def test_a_path_as_base_model_name_is_its_text():
+    assert LoraConfig(base_model_name_or_path=pathlib.Path("/models/bert")).base_model_name_or_path == "/models/bert"
 
 
 @pytest.mark.parametrize("peft_type", ["IA3", "LOHA", "ADALORA", "PROMPT_TUNING", "lora"])

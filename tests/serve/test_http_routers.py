@@ -32,10 +32,19 @@ LIMITS = Limits(max_inputs=3, max_tokens=8)
 
 @dataclass
 class StandInRegistry:
-    """What the routers use of `AdapterRegistry`: adapters "sent" and "busy" exist, "alien" does not fit."""
+    """What the routers use of `AdapterRegistry`: adapters "sent" and "busy" exist, "alien" does not
+    fit; with an `adapters_dir`, any of its subfolders loads by path (vLLM's endpoint)."""
 
     base_model: str = BASE
     loaded: set[str] = field(default_factory=lambda: {"busy"})
+    adapters_dir: Path | None = None
+
+    def load(self, folder: Path, name: str) -> AdapterInfo:
+        check_name(name)
+        if not folder.is_dir():
+            raise LorakitError(f"{folder} holds no adapter")
+        self.loaded.add(name)
+        return AdapterInfo(name, "serve0", folder, "SEQ_CLS", BASE, ("neg", "pos"), None, 1024)
 
     def get(self, name: str) -> AdapterInfo:
         check_name(name)
@@ -353,6 +362,55 @@ def test_models_router_alone_lists_loads_and_unloads_from_app_state() -> None:
     assert_error(client.delete("/v1/adapters/.hidden"), 400, "invalid_adapter_name")
     assert_error(client.post("/v1/adapters", json={"name": "nope"}), 404, "adapter_not_found")
     assert_error(client.post("/v1/adapters", json={"name": "sent", "path": "/etc"}), 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("lora_path", "status", "code"),
+    [
+        ("sent", 200, None),
+        ("../elsewhere", 403, "path_forbidden"),
+        ("nope", 404, "adapter_not_found"),
+        ("se\x00nt", 400, "invalid_path"),  # once a 500: ValueError, embedded null byte
+        ("~no-such-user-here/sent", 400, "invalid_path"),  # once a 500: RuntimeError from expanduser
+        ("x" * 300, 400, "invalid_path"),  # once a 500: OSError, file name too long
+    ],
+)
+def test_vllm_load_by_path_refuses_paths_no_file_system_takes(
+    tmp_path: Path, lora_path: str, status: int, code: str | None
+) -> None:
+    (tmp_path / "sent").mkdir()
+    engine = StandInEngine(TaskKind.CLASSIFICATION, registry=StandInRegistry(adapters_dir=tmp_path))
+    response = TestClient(create_app(engine, limits=LIMITS)).post(
+        "/v1/load_lora_adapter", json={"lora_name": "copy", "lora_path": lora_path}
+    )
+    if code is None:
+        assert response.status_code == status, response.text
+    else:
+        assert_error(response, status, code)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"[" * 3_000 + b"]" * 3_000, "arrays or objects nested too deeply"),  # once "error parsing the body"
+        (b'{"inputs": [' + b"1" * 5_000 + b"]}", "an integer of more than 4,300 digits"),
+        (b'{"inputs": ["\xe9"]}', "a byte that is not UTF-8 at position 13"),
+        (b'{"inputs": [', "Expecting value"),
+    ],
+)
+def test_a_body_json_cannot_read_is_invalid_json_named_by_its_problem(body: bytes, problem: str) -> None:
+    client = TestClient(create_app(StandInEngine(TaskKind.CLASSIFICATION), limits=LIMITS))
+    response = client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert assert_error(response, 400, "invalid_json")["message"] == f"the request body is not valid JSON ({problem})"
+
+
+@pytest.mark.parametrize("temperature", [b"Infinity", b"NaN", b"-1"])
+def test_a_temperature_that_is_no_finite_number_is_refused(temperature: bytes) -> None:
+    """Python's JSON reader takes Infinity and NaN; an infinite temperature once reached the sampler."""
+    client = TestClient(create_app(StandInEngine(TaskKind.CAUSAL_LM), limits=LIMITS))
+    body = b'{"model": "sent", "prompt": "w5", "temperature": ' + temperature + b"}"
+    response = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    assert assert_error(response, 400, "invalid_request")["message"].startswith("temperature: ")
 
 
 def test_status_router_alone_reports_health_and_metrics() -> None:

@@ -11,6 +11,7 @@ from serve_helpers import add_random_adapter, run_to_end
 from lorakit.errors import LorakitError
 from lorakit.lora import set_adapter
 from lorakit.serve.engine.decoding import Decoder, Row, _sample
+from lorakit.serve.engine.generate import GenerateInput
 from tiny_models import tiny_llama
 
 TARGETS = ["q_proj", "v_proj"]
@@ -40,21 +41,21 @@ def alone(model: torch.nn.Module, adapter: str | None, prompt: list[int], count:
 
 
 def test_long_prompts_prefill_in_chunks_between_decode_steps(model) -> None:
-    """prefill_tokens=4: prompts longer than 4 tokens each prefill 4 columns per step (the shorter
-    first) while the running row gains a token every step; every row then equals its adapter alone."""
+    """prefill_tokens=4: prompts longer than 4 tokens are each a group, prefilled 4 columns at a
+    time (the shorter first: its first chunk at admit, then one chunk per step) while the running
+    row gains a token every step; every row then equals its adapter alone."""
     decoder = Decoder(model, pad_id=0, prefill_tokens=4)
     running = Row("a", [5, 6], max_new_tokens=12, eos_ids=NO_EOS)
     decoder.admit([running])  # 2 tokens: prefilled at once
     long, longer = Row(None, list(range(40, 47)), 4, NO_EOS), Row("b", list(range(20, 29)), 4, NO_EOS)
-    assert decoder.admit([longer, long]) == []
-    assert decoder.prefilling == [long, longer] and decoder.size == 3
-    decoder.step()  # long: columns 0-3
-    assert decoder.rows == [running] and len(running.tokens) == 2 and not long.tokens
+    assert decoder.admit([longer, long]) == []  # long's first chunk (columns 0-3) runs now
+    assert decoder.prefilling == [long, longer] and decoder.size == 3 and not long.tokens
     decoder.step()  # long: columns 4-6; it draws its first token, joins and decodes
     assert decoder.rows == [running, long] and len(long.tokens) == 2 and decoder.prefilling == [longer]
+    assert len(running.tokens) == 2
     for _ in range(3):  # longer: 9 columns, 3 chunks
         decoder.step()
-    assert decoder.prefilling == [] and len(longer.tokens) == 2 and len(running.tokens) == 6
+    assert decoder.prefilling == [] and len(longer.tokens) == 2 and len(running.tokens) == 5
     run_to_end(decoder, {})
     for row in (running, long, longer):
         assert row.tokens == alone(model, row.adapter, row.prompt_ids, row.max_new_tokens), row
@@ -187,6 +188,21 @@ def test_nucleus_sampling_keeps_the_smallest_set_reaching_top_p() -> None:
     assert draws == {0, 1}  # 0.5 + 0.3 reach 0.8
     assert {_sample(logits, 1.0, 1e-6, torch.Generator().manual_seed(s)) for s in range(50)} == {0}
     assert {_sample(logits, 1.0, 1.0, torch.Generator().manual_seed(s)) for s in range(400)} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-30])
+def test_a_temperature_below_float32s_range_draws_the_likeliest_token(temperature: float) -> None:
+    """1e-300 is 0 in float32: logits / temperature once made NaNs and multinomial raised (a 500)."""
+    logits = torch.tensor([0.1, 2.5, -1.0, 2.4])
+    assert {
+        _sample(logits, temperature, top_p, torch.Generator().manual_seed(s)) for s in range(20) for top_p in (1.0, 0.5)
+    } == {1}
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan"), -0.5])
+def test_a_temperature_that_is_no_finite_number_is_refused(temperature: float) -> None:
+    with pytest.raises(LorakitError, match=r"temperature must be 0 \(greedy\) or a finite number above"):
+        GenerateInput("w5", temperature=temperature)
 
 
 def test_an_empty_prompt_is_refused() -> None:

@@ -153,5 +153,5 @@ def test_a_config_file_that_is_not_utf8(tmp_path, capsys):
     config.write_bytes("r: 4  # café\n".encode("latin-1"))
     assert main(["train", "--config", str(config)]) == 2
     assert last_error(capsys) == (
-        "lorakit train: error: run.yaml is not UTF-8 text (undecodable byte at position 11); re-save it as UTF-8"
+        f"lorakit train: error: config file {config} is not UTF-8 text (byte 0xe9 at position 11); re-save it as UTF-8"
     )

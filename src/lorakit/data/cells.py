@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from lorakit.data.wording import kind_of
 from lorakit.errors import LorakitError
 
 
@@ -34,7 +35,7 @@ def text_cell(value: object, column: str, origin: str, row: int) -> str | None:
     """A cell as text: None where missing (see `is_missing`), a string as it is, a number as its digits.
 
     Raises:
-        LorakitError: any other type (a list, a dict, a boolean), naming the column, the table
+        LorakitError: any other type (a list, an object, a boolean), naming the column, the table
             (`origin`) and the 1-based `row`.
     """
     if isinstance(value, str):
@@ -44,5 +45,5 @@ def text_cell(value: object, column: str, origin: str, row: int) -> str | None:
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
         return str(value)
     raise LorakitError(
-        f"column {column!r} of {origin} holds {type(value).__name__} values, not text (row {row}); pick a text column"
+        f"column {column!r} of {origin} holds {kind_of(value)} values, not text (row {row}); pick a text column"
     )

@@ -7,14 +7,19 @@ are named by their digits ("2" < "7" < "10"), anything else sorts as strings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
+from lorakit.data.wording import kind_of
 from lorakit.errors import LorakitError, option_setting
 
 _INTEGER = re.compile(r"[+-]?\d+")
+# Longer digit strings are names, as numbers past float's range are: Python refuses to convert them
+# (its guard against slow parsing).
+_MAX_DIGITS = 4_300
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -84,12 +89,11 @@ def _label_key(value: object, column: str, origin: str) -> int | float | str:
         return int(value) if float(value).is_integer() else float(value)
     if isinstance(value, str):
         text = value.strip()
-        if _INTEGER.fullmatch(text):
+        if _INTEGER.fullmatch(text) and len(text) <= _MAX_DIGITS:
             return int(text)
-        if _NUMBER.fullmatch(text):
-            number = float(text)
+        if _NUMBER.fullmatch(text) and math.isfinite(number := float(text)):
             return int(number) if number.is_integer() else number
         return text
     raise LorakitError(
-        f"column {column!r} of {origin} holds {type(value).__name__} values, not class labels; pick a label column"
+        f"column {column!r} of {origin} holds {kind_of(value)} values, not class labels; pick a label column"
     )

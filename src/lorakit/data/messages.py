@@ -14,7 +14,9 @@ import json
 import numpy as np
 
 from lorakit.data.cells import is_missing
+from lorakit.data.wording import kind_of
 from lorakit.errors import LorakitError, option_setting
+from lorakit.jsontext import loads
 
 # Role names in the wild, by the role they stand for.
 _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
@@ -35,7 +37,7 @@ def read_messages(value: object, column: str, origin: str, row: int) -> list[dic
         return []
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = loads(value)
         except json.JSONDecodeError as error:
             raise LorakitError(
                 f"{where}: column {column!r} holds text that is not a JSON list of messages ({error.msg}); "
@@ -45,7 +47,7 @@ def read_messages(value: object, column: str, origin: str, row: int) -> list[dic
         value = value.tolist()
     if not isinstance(value, (list, tuple)):
         raise LorakitError(
-            f"{where}: column {column!r} holds a {type(value).__name__}, not a list of messages; "
+            f"{where}: column {column!r} holds {kind_of(value, article=True)}, not a list of messages; "
             f"pick the column of message lists with {option_setting('messages_column', '<column>')}"
         )
     messages = [_message(item, number, where) for number, item in enumerate(value, 1)]
@@ -57,7 +59,7 @@ def _message(item: object, number: int, where: str) -> dict[str, str]:
     """Message `number` of a conversation as `{"role", "content"}`."""
     if not isinstance(item, dict):
         raise LorakitError(
-            f"{where}: message {number} is a {type(item).__name__}, not an object with 'role' and 'content' "
+            f"{where}: message {number} is {kind_of(item, article=True)}, not an object with 'role' and 'content' "
             "(or 'from' and 'value')"
         )
     keys = ("role", "content") if "role" in item else ("from", "value") if "from" in item else None
@@ -74,7 +76,7 @@ def _message(item: object, number: int, where: str) -> dict[str, str]:
         )
     content = item.get(keys[1])
     if not isinstance(content, str) and not is_missing(content):
-        raise LorakitError(f"{where}: message {number}'s {keys[1]!r} is a {type(content).__name__}, not text")
+        raise LorakitError(f"{where}: message {number}'s {keys[1]!r} is {kind_of(content, article=True)}, not text")
     return {"role": role, "content": content if isinstance(content, str) else ""}
 
 

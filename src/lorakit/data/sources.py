@@ -160,10 +160,12 @@ def _read_saved_dataset(folder: Path) -> Dataset | DatasetDict:
 
     try:
         return datasets.load_from_disk(str(folder))
-    except (OSError, ValueError) as error:
-        raise LorakitError(
-            f"{folder} looks like a datasets save_to_disk folder but does not load: {first_line(error, 200)}"
-        ) from None
+    # `datasets` reads its JSON files without checking their shape: a damaged one raises whatever its
+    # indexing first meets (TypeError, KeyError, IndexError, AttributeError...), all meaning the same.
+    except Exception as error:
+        damaged = "its dataset_dict.json, state.json or dataset_info.json is damaged; re-save it with save_to_disk"
+        reason = first_line(error, 200) if isinstance(error, (OSError, ValueError)) else damaged
+        raise LorakitError(f"{folder} looks like a datasets save_to_disk folder but does not load: {reason}") from None
 
 
 def _read_hub_dataset(name: str, builtin_names: list[str]) -> Dataset | DatasetDict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -120,12 +121,10 @@ class LoraConfig:
             self.layers_to_transform = None
         self.rank_pattern = _as_pattern(self.rank_pattern, "rank_pattern")
         self.alpha_pattern = _as_pattern(self.alpha_pattern, "alpha_pattern")
-        if self.base_model_name_or_path is not None:
+        if isinstance(self.base_model_name_or_path, os.PathLike):
             self.base_model_name_or_path = str(self.base_model_name_or_path)
-        if isinstance(self.modules_to_save, str):
-            self.modules_to_save = [self.modules_to_save]
-        if self.modules_to_save is not None:
-            self.modules_to_save = list(self.modules_to_save)
+        self.modules_to_save = _as_module_names(self.modules_to_save, "modules_to_save")
+        _check_types(self)
         _check_rank(self.r, "r")
         _check_alpha(self.lora_alpha, "lora_alpha")
         if (
@@ -156,7 +155,9 @@ class LoraConfig:
             indices = (
                 [self.layers_to_transform] if isinstance(self.layers_to_transform, int) else self.layers_to_transform
             )
-            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+            if not isinstance(indices, (list, tuple)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices
+            ):
                 raise LorakitError(f"layers_to_transform must be layer indices >= 0; got {self.layers_to_transform!r}")
             if isinstance(self.target_modules, str):
                 raise LorakitError("layers_to_transform needs target_modules as a list of names, not a regex string")
@@ -216,7 +217,7 @@ class LoraConfig:
             kwargs["init_lora_weights"] = True  # only affects fresh weights, which loading overwrites
         # PEFT writes the task head into modules_to_save; keep only the user's extra modules.
         heads = TASK_HEADS.get(str(kwargs.get("task_type") or "").upper(), [])
-        if kwargs.get("modules_to_save"):
+        if kwargs.get("modules_to_save") and isinstance(kwargs["modules_to_save"], list):
             kwargs["modules_to_save"] = [m for m in kwargs["modules_to_save"] if m not in heads] or None
         for key in ("target_modules", "exclude_modules"):
             if isinstance(kwargs.get(key), (set, tuple)):
@@ -255,6 +256,38 @@ def _as_name_spec(value: Any, name: str) -> list[str] | str | None:
             raise LorakitError(f"{name} is empty; name at least one module, or use 'all-linear'")
         return sorted(value) if isinstance(value, set) else list(value)
     raise LorakitError(f"{name} must be a list of module names, a regex string or 'all-linear'; got {value!r}")
+
+
+def _as_module_names(value: Any, name: str) -> list[str] | None:
+    """None, or a list of module names (one name alone becomes a list of one)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple, set)) or not all(isinstance(v, str) and v for v in value):
+        raise LorakitError(f"{name} must be a list of module names or None; got {value!r}")
+    return sorted(value) if isinstance(value, set) else list(value)
+
+
+# Fields whose only check is their type: name → (allowed types, how a message names them).
+_TYPED_FIELDS = {
+    "use_rslora": ((bool,), "True or False"),
+    "fan_in_fan_out": ((bool,), "True or False"),
+    "lora_bias": ((bool,), "True or False"),
+    "inference_mode": ((bool,), "True or False"),
+    "base_model_name_or_path": ((str, type(None)), "a model name or path, or None"),
+    "revision": ((str, type(None)), "a revision name or None"),
+    "layers_pattern": ((str, list, type(None)), "a layer list's name, a list of them, or None"),
+}
+
+
+def _check_types(config: LoraConfig) -> None:
+    """The fields that nothing else checks hold their types (an adapter_config.json from another
+    tool may hold anything: a truthy "false" must not turn lora_bias on)."""
+    for name, (types, words) in _TYPED_FIELDS.items():
+        value = getattr(config, name)
+        if not isinstance(value, types) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+            raise LorakitError(f"{name} must be {words}; got {value!r}")
 
 
 def _as_pattern(value: Any, name: str) -> dict[str, Any]:

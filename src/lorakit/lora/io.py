@@ -26,6 +26,7 @@ from torch.distributed.tensor import DTensor
 
 from lorakit.errors import LorakitError
 from lorakit.folders import staged_files
+from lorakit.jsontext import loads
 from lorakit.lora.config import LoraConfig
 from lorakit.lora.inject import (
     adapter_state,
@@ -118,7 +119,7 @@ def read_adapter(path: str | os.PathLike) -> tuple[LoraConfig, dict[str, torch.T
             )
         raise LorakitError(f"{folder} has no {WEIGHTS_NAME}")
     try:
-        data = json.loads(config_file.read_text())
+        data = loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise LorakitError(f"{config_file} is not valid JSON ({error})") from None
     config = LoraConfig.from_peft_dict(data, source=str(config_file))
@@ -260,10 +261,12 @@ def _check_head(
                 f"task_type {config.task_type}); loading it would leave a random head"
             )
         if stored.shape != value.shape:
+            # Only a head of the base's rank but another row count is a classifier with other labels.
+            labels = stored.ndim == value.ndim >= 1 and stored.shape[1:] == value.shape[1:]
+            fix = f"for a classifier, load the base with num_labels={stored.shape[0]}" if labels else "it is damaged"
             raise LorakitError(
                 f"adapter does not fit module {head!r}: {key} is {tuple(value.shape)} in the base model but "
-                f"{tuple(stored.shape)} in the adapter{made_for}; for a classifier, load the base with "
-                f"num_labels={stored.shape[0]}"
+                f"{tuple(stored.shape)} in the adapter{made_for}; {fix}"
             )
     return inner_copies & set(tensors)
 
@@ -331,7 +334,19 @@ def _check_lora_module(
     if a is None or b is None:
         missing = "lora_A" if a is None else "lora_B"
         raise LorakitError(f"{source} has no {missing} weight for module {path!r}: the adapter file is incomplete")
-    if a.ndim != 2 or b.ndim != 2 or (a.shape[1], b.shape[0]) != (in_features, out_features):
+    for name, weight in (("lora_A", a), ("lora_B", b)):
+        if not weight.is_floating_point():  # copying would turn integers or booleans into weights
+            dtype = str(weight.dtype).removeprefix("torch.")
+            raise LorakitError(
+                f"{source}: module {path!r} has {name} of dtype {dtype}; LoRA weights are floating point: "
+                "the adapter file is damaged"
+            )
+    if a.ndim != 2 or b.ndim != 2:
+        raise LorakitError(
+            f"{source}: module {path!r} has lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)}; both must be "
+            "matrices: the adapter file is damaged"
+        )
+    if (a.shape[1], b.shape[0]) != (in_features, out_features):
         raise LorakitError(
             f"adapter does not fit module {path!r}: the base layer maps {in_features} → {out_features} "
             f"(weight {tuple(base.weight.shape)}) but the adapter's B·A maps {a.shape[-1]} → {b.shape[0]} "

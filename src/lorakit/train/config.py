@@ -6,13 +6,24 @@ Sources, later ones winning: the defaults below (the seed recipe), a YAML/JSON f
 
 Each field is declared with `option(...)`: its default, its help text and its group. That one
 declaration is the whole option: `lorakit train`'s flags are generated from it (`--field-name`;
-a True boolean gets `--no-field-name`), with the default shown from the same place.
+a True boolean gets `--no-field-name`), with the default shown from the same place. Its type hint
+is checked on construction: a config file's `fsdp: "no"` or `epochs: .inf` is an error naming the
+field, never a truthy string or an endless run.
+
+Config files are read as YAML 1.2 reads numbers (`lr: 5e-4` is a number, where PyYAML's YAML 1.1
+makes it a string), and refused whole when they nest or alias beyond any real config (a YAML
+"billion laughs" would otherwise take minutes to print in an error).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import re
+import reprlib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +31,9 @@ from typing import Any
 import yaml
 
 from lorakit.data import ON_EMPTY_CHOICES, ClassificationOptions, GenerativeOptions
-from lorakit.data.readers import read_text_file
 from lorakit.errors import LorakitError, option_name
 from lorakit.folders import write_text
+from lorakit.jsontext import loads
 from lorakit.lora.config import LoraConfig, parse_target_spec
 from lorakit.report.humanize import parse_bytes
 from lorakit.task_kind import TaskKind
@@ -34,6 +45,12 @@ QUANTIZE = ("nf4", "bnb-nf4")
 AUTO_ON_OFF = ("auto", "on", "off")  # gradient_checkpointing, packing: decided by lorakit, or forced
 # Option groups, in the order `lorakit train --help` shows them.
 GROUPS = ("data and model", "method", "optimisation", "memory", "evaluation and checkpoints")
+
+# `set_seed` seeds numpy's legacy generator too, which takes 32 bits.
+MAX_SEED = 2**32 - 1
+# A config file holding more values than this (counting every item of every list and mapping) is
+# no config: it is junk, or a YAML alias bomb whose error message alone would never finish.
+MAX_CONFIG_VALUES = 10_000
 
 # LoRA trains a few randomly initialised parameters from scratch (B starts at zero, the head is
 # new), so it needs a much larger step than full fine-tuning's 5e-5, which nudges pretrained
@@ -205,6 +222,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.task = TaskKind.parse(self.task)
+        self.packing = _on_off(self.packing)
+        self.gradient_checkpointing = _on_off(self.gradient_checkpointing)
+        _check_types(self)
         self._fill_defaults()
         _choice(self.method, METHODS, "method")
         if self.quantize is not None:
@@ -213,13 +233,11 @@ class TrainConfig:
                 raise LorakitError(
                     "quantize trains LoRA on a frozen 4-bit base; it cannot be combined with method full"
                 )
-        self.packing = _on_off(self.packing)
         _choice(self.packing, AUTO_ON_OFF, "packing")
         if self.packing == "on" and self.task is not TaskKind.CAUSAL_LM:
             raise LorakitError(f"packing applies to task causal-lm only, not {self.task}")
         _choice(self.scheduler, SCHEDULERS, "scheduler")
         _choice(self.precision, PRECISIONS, "precision")
-        self.gradient_checkpointing = _on_off(self.gradient_checkpointing)
         _choice(self.gradient_checkpointing, AUTO_ON_OFF, "gradient_checkpointing")
         if self.offload_activations:  # it offloads what checkpointing keeps
             if self.gradient_checkpointing == "off":
@@ -287,6 +305,12 @@ class TrainConfig:
             raise LorakitError(f"{option_name('warmup_ratio')} must be in [0, 1), got {self.warmup_ratio!r}")
         if self.weight_decay < 0:
             raise LorakitError(f"{option_name('weight_decay')} must be >= 0, got {self.weight_decay!r}")
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            raise LorakitError(
+                f"{option_name('max_grad_norm')} must be >= 0 (0 turns clipping off), got {self.max_grad_norm!r}"
+            )
+        if self.seed > MAX_SEED:
+            raise LorakitError(f"{option_name('seed')} must be at most 2**32 - 1 = {MAX_SEED:,}, got {self.seed:,}")
 
     def max_memory_bytes(self) -> int | None:
         """The memory budget in bytes, or None without one (raises LorakitError for a non-size)."""
@@ -339,13 +363,13 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         """Write the config as YAML (what `--resume` reads back)."""
-        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text(path, yaml.dump(self.to_dict(), Dumper=_ConfigDumper, sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """A config from field names → values; an unknown field is an error naming the known ones."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(key) for key in set(data) - known)
         if unknown:
             raise LorakitError(
                 f"{source}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
@@ -357,21 +381,120 @@ class TrainConfig:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML or JSON mapping of TrainConfig fields (dashes or underscores)."""
+    """A YAML or JSON mapping of TrainConfig fields (dashes or underscores).
+
+    Raises:
+        LorakitError: no such file, an unreadable one, text that is not YAML/JSON or not a
+            mapping, a field given twice (dashed and not), or more than `MAX_CONFIG_VALUES` values.
+    """
     file = Path(path)
     if not file.is_file():
-        raise LorakitError(f"config file {file} does not exist")
-    text = read_text_file(file)
+        raise LorakitError(f"config file {file} {'is a folder' if file.is_dir() else 'does not exist'}")
     try:
-        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+        text = file.read_text(encoding="utf-8-sig")
+        data = loads(text) if file.suffix == ".json" else yaml.load(text, Loader=_ConfigLoader)
+    except OSError as error:
+        reason = error.strerror or error
+        raise LorakitError(f"config file {file} cannot be read ({reason}); check its permissions") from None
+    except UnicodeDecodeError as error:
+        raise LorakitError(
+            f"config file {file} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at position {error.start}); "
+            "re-save it as UTF-8"
+        ) from None
     except (yaml.YAMLError, json.JSONDecodeError) as error:
         reason = " ".join(str(error).split())
         raise LorakitError(f"config file {file} is not valid YAML/JSON: {reason}") from None
+    except RecursionError:
+        raise LorakitError(f"config file {file} nests lists or mappings too deeply to read") from None
+    except ValueError:  # PyYAML converting an integer of more than 4,300 digits
+        raise LorakitError(f"config file {file} holds an integer of more than 4,300 digits") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise LorakitError(f"config file {file} must hold a mapping of fields, got {type(data).__name__}")
-    return {str(key).replace("-", "_"): value for key, value in data.items()}
+    if _count_values(data) > MAX_CONFIG_VALUES:
+        raise LorakitError(
+            f"config file {file} holds more than {MAX_CONFIG_VALUES:,} values (counting YAML aliases as often as "
+            "they are used); a training config needs a few dozen"
+        )
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in settings:
+            raise LorakitError(f"config file {file} sets {name} twice; keep one")
+        settings[name] = value
+    return settings
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `5e-4` and `1E3` as numbers, as YAML 1.2 does (YAML 1.1 wants a
+    dot: `5.0e-4`), since that is how people write learning rates."""
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the texts `_ConfigLoader` would read as numbers (a column named
+    "5e-4"), so config.yaml reads back as it was written."""
+
+
+for _yaml_class in (_ConfigLoader, _ConfigDumper):
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+
+
+def _count_values(data: Any) -> int:
+    """How many values `data` holds, stopping past `MAX_CONFIG_VALUES` (aliases counted each time
+    they are used, so a recursive alias counts as too many)."""
+    count, pending = 0, [data]
+    while pending and count <= MAX_CONFIG_VALUES:
+        value = pending.pop()
+        count += 1
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return count
+
+
+@functools.cache
+def _field_types() -> dict[str, tuple[type, ...]]:
+    """Each TrainConfig field → the types its hint allows (None's type for Optional, list for list[str])."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {
+        name: tuple(typing.get_origin(member) or member for member in typing.get_args(hint) or (hint,))
+        for name, hint in hints.items()
+    }
+
+
+# How messages name a type; an int also fits a float field.
+_TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a text", list: "a list"}
+# A wrong value as messages show it: abbreviated, so a huge one makes a short line.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxdict = 4
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Every field holds a value of its declared type: a boolean no text, an int no bool, a float
+    finite. (The values' ranges are checked after, field by field.)"""
+    for name, types in _field_types().items():
+        value = getattr(config, name)
+        if value is None and type(None) in types:
+            continue
+        if isinstance(value, bool):
+            fits = bool in types
+        elif isinstance(value, (int, float)):
+            fits = float in types or (int in types and isinstance(value, int))
+            if fits and isinstance(value, float) and not math.isfinite(value):
+                raise LorakitError(f"{name} must be a finite number, got {value}")
+        else:
+            fits = isinstance(value, types)
+        if not fits:
+            words = " or ".join(_TYPE_WORDS.get(kind, kind.__name__) for kind in types if kind is not TaskKind)
+            words = words.replace("NoneType", "null")
+            raise LorakitError(f"{name} must be {words}, got {_SHOWN.repr(value)}")
 
 
 def _on_off(value: Any) -> Any:

@@ -163,17 +163,20 @@ class Decoder:
         """Prefill `rows` and draw their first tokens; the rows not yet done join the batch.
         Returns the rows that finished at their first token.
 
-        The shortest prompts that together fit one chunk (`prefill_tokens`) are prefilled now, as
-        one batch; each longer one waits in `prefills`, to be prefilled a chunk per `step`, so a
+        The rows are grouped by prompt length, shortest first, each group about one chunk
+        (`prefill_tokens`) of tokens; the first group's first chunk runs now, the rest a chunk per
+        `step` (a prompt longer than a chunk is a group of its own, prefilled over several), so a
         short prompt never waits for a long one."""
-        now: list[Row] = []
+        groups: list[list[Row]] = []
         for row in sorted(rows, key=lambda row: len(row.prompt_ids)):
-            if (len(now) + 1) * len(row.prompt_ids) <= self.prefill_tokens:
-                now.append(row)
-            else:
-                self.prefills.append(Prefill([row], self.pad_id, self.model.config, self.device))
-        now.sort(key=list(rows).index)  # the order they came in
-        return self._prefill(Prefill(now, self.pad_id, self.model.config, self.device)) if now else []
+            if not groups or (len(groups[-1]) + 1) * len(row.prompt_ids) > self.prefill_tokens:
+                groups.append([])
+            groups[-1].append(row)
+        if not groups:
+            return []
+        prefills = [Prefill(group, self.pad_id, self.model.config, self.device) for group in groups]
+        self.prefills += prefills
+        return self._prefill(prefills[0])
 
     def step(self) -> list[Row]:
         """One chunk of the oldest group still prefilling, then one new token for every running
@@ -188,8 +191,7 @@ class Decoder:
         logits = self._forward(group.rows, ids, mask, positions, group.cache)
         if not group.finished:
             return []
-        if group in self.prefills:
-            self.prefills.remove(group)
+        self.prefills.remove(group)
         for row, (token, logprobs) in zip(group.rows, self._draw(group.rows, logits), strict=True):
             row.take(token, logprobs)
         self._splice(group.rows, group.cache, group.mask)
@@ -309,7 +311,9 @@ def _logprobs(rows: Sequence[Row], logits: torch.Tensor, tokens: list[int]) -> l
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
     """A token drawn from softmax(logits / temperature), cut to the smallest set of tokens whose
     probability reaches `top_p` (nucleus sampling)."""
-    probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
+    # In float64, where any positive temperature is above 0 (1e-300 is 0 in float32), and shifted so
+    # the largest logit is 0: the smallest temperatures then give the likeliest token, not NaNs.
+    probabilities = torch.softmax((logits.double() - logits.max()) / temperature, dim=-1).cpu()
     if top_p < 1.0:
         ordered, order = probabilities.sort(descending=True)
         outside = ordered.cumsum(-1) - ordered >= top_p  # tokens after the nucleus is full

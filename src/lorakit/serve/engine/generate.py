@@ -6,6 +6,7 @@ end-of-sequence and pad ids; the seed of each of a request's choices. The schedu
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ class GenerateInput:
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise LorakitError(f"max_new_tokens must be a whole number of at least 1; got {self.max_new_tokens!r}")
-        if not self.temperature >= 0:
-            raise LorakitError(f"temperature must be 0 (greedy) or more; got {self.temperature!r}")
+        if not 0 <= self.temperature < math.inf:
+            raise LorakitError(f"temperature must be 0 (greedy) or a finite number above; got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise LorakitError(f"top_p must be in (0, 1]; got {self.top_p!r}")
         if self.seed is not None and (not _is_whole(self.seed) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):

@@ -61,6 +61,8 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.__cause__ is not None:  # FastAPI's "error parsing the body"
+            return error_response(400, "invalid_json", f"the request body is not valid JSON ({unreadable(error)})")
         codes = {404: "not_found", 405: "method_not_allowed"}
         message = f"{request.method} {request.url.path}: {error.detail}"
         return error_response(error.status_code, codes.get(error.status_code, "http_error"), message)
@@ -69,6 +71,18 @@ def install_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("%s %s failed", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error; the server log has the details")
+
+
+def unreadable(error: HTTPException) -> str:
+    """Why FastAPI could not read a JSON body: what `json.loads` raised besides a syntax error."""
+    cause = error.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"a byte that is not UTF-8 at position {cause.start}"
+    if isinstance(cause, RecursionError):
+        return "arrays or objects nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "an integer of more than 4,300 digits"
+    return type(cause).__name__
 
 
 def validation_message(errors: list[dict]) -> tuple[str, str]:

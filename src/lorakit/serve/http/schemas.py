@@ -104,7 +104,7 @@ class SamplingRequest(BaseModel):
     model: str
     max_tokens: int | None = Field(default=None, ge=1)  # None: 64, or the server's limit if lower
     max_completion_tokens: int | None = Field(default=None, ge=1)  # OpenAI's newer name for max_tokens
-    temperature: float = Field(default=1.0, ge=0.0)
+    temperature: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)  # JSON readers take Infinity
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=INT64[0], le=INT64[1])  # sampling: the same seed, the same text
     stream: bool = False

@@ -123,11 +123,17 @@ def _inside_adapters_folder(adapters: Path | None, path: str) -> Path:
     """`path` resolved (links followed; relative to the adapters folder) if it lies inside it.
 
     Raises:
-        ApiError: 403 when the server has no adapters folder or the path leads out of it.
+        ApiError: 403 when the server has no adapters folder or the path leads out of it; 400 for a
+            path no file system takes (a NUL byte, `~name` of no user, a link loop, a name too long).
     """
     if adapters is None:
         raise ApiError(403, "path_forbidden", "this server has no adapters folder; it loads no adapter by path")
-    folder = (adapters / Path(path).expanduser()).resolve()
+    try:
+        folder = (adapters / Path(path).expanduser()).resolve()
+        folder.exists()  # the file system's refusals (a name too long) here, not in a later is_dir()
+    except (ValueError, RuntimeError, OSError) as error:
+        reason = getattr(error, "strerror", None) or error  # an OSError's text repeats the whole path
+        raise ApiError(400, "invalid_path", f"lora_path {path!r} is not a usable path ({reason})") from None
     if not folder.is_relative_to(adapters):
         raise ApiError(403, "path_forbidden", f"lora_path must lie inside the adapters folder {adapters}")
     return folder
