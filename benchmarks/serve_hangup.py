@@ -1,5 +1,5 @@
 """How long a client that hangs up delays the next request: `lorakit serve` on SmolLM2-135M-Instruct,
-a 500-token stream opened and dropped after its first chunk, then at once a 3-token request.
+a 500-token chat stream opened and dropped after its first chunk, then at once a 3-token request.
 
 Its latency is compared with the same request on the idle server (the median of 5 each); the
 difference is the delay the abandoned stream caused (its row must leave at the next step, so the
@@ -33,8 +33,9 @@ def short(url: str) -> float:
 
 def after_hang_up(url: str) -> float:
     """Open a 500-token stream, read its first chunk, hang up; the next short request's seconds."""
-    body = {"model": MODEL, "prompt": "Write a long story about the sea.", "max_tokens": 500, "stream": True}
-    with requests.post(f"{url}/v1/completions", json=body, stream=True, timeout=120) as stream:
+    messages = [{"role": "user", "content": "Write a long story about the sea."}]  # a chat: it goes on
+    body = {"model": MODEL, "messages": messages, "max_tokens": 500, "stream": True, "temperature": 0}
+    with requests.post(f"{url}/v1/chat/completions", json=body, stream=True, timeout=120) as stream:
         lines = stream.iter_lines()
         next(line for line in lines if line)
     return short(url)

@@ -193,7 +193,24 @@ async def stream_response(
         finally:
             stop()
 
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return _Stream(sse(), stop, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class _Stream(StreamingResponse):
+    """A StreamingResponse that gives its rows up (`stop`) as soon as it ends, however it ends: a
+    client that hangs up makes starlette stop sending, and the event generator, left suspended,
+    would only run its `finally` when garbage-collected."""
+
+    def __init__(self, content: AsyncIterator[str], stop: Callable[[], None], **settings: object) -> None:
+        super().__init__(content, **settings)
+        self._stop = stop
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """Send the stream; then (or on a hang-up, or an error) `stop()`."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stop()
 
 
 async def _pump(index: int, handle: GenerationHandle, events: asyncio.Queue) -> None:
